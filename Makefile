@@ -1,0 +1,39 @@
+# The two commands a newcomer needs: `make run` and `make test`.
+# Poetry owns the dependency set (pyproject.toml + poetry.lock); the lock is exported and installed
+# with pip into .venv, so installing needs only Python 3.11 and the package index.
+PYTHON ?= python3
+VENV := .venv
+TOOLS := .tools
+BIN := $(VENV)/bin
+PORT ?= 8007
+
+.PHONY: install run test lint bench services clean
+
+$(TOOLS)/bin/poetry:
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet "poetry>=2.0,<3" "poetry-plugin-export>=1.8"
+
+$(VENV)/.installed: pyproject.toml poetry.lock $(TOOLS)/bin/poetry
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(TOOLS)/bin/poetry export --with dev --format requirements.txt --output $(VENV)/requirements.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check -r $(VENV)/requirements.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(BIN)/bee-customers migrate
+	$(BIN)/bee-customers serve --port $(PORT)
+
+services:
+	bash scripts/ensure-services.sh
+
+test: install services
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .pytest_cache

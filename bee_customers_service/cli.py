@@ -1,0 +1,127 @@
+"""The `bee-customers` command: serve | migrate | token (later: relay, consume, seed ...)."""
+
+import argparse
+import os
+import signal
+import sys
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from bee_customers_service.core.config import get_settings
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def alembic_config(database_url: str):  # type: ignore[no-untyped-def]
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["database_url"] = database_url
+    return config
+
+
+def run_migrations(database_url: str, revision: str = "head", *, downgrade: bool = False) -> None:
+    """Upgrade (or downgrade) the schema at `database_url`."""
+    from alembic import command
+
+    config = alembic_config(database_url)
+    if downgrade:
+        command.downgrade(config, revision)
+    else:
+        command.upgrade(config, revision)
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from bee_customers_service.core.db import resolve_database_url
+
+    url = resolve_database_url(get_settings())
+    run_migrations(url, args.revision, downgrade=args.downgrade)
+    print(f"migrated {'down' if args.downgrade else 'up'} to {args.revision}")
+    return 0
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from bee_customers_service.core.db import resolve_database_url
+
+    settings = get_settings()
+    if settings.uses_embedded_database:
+        # Start the embedded PostgreSQL once, here, and hand its URL to the server (and to every
+        # worker process) through the environment; it stops when this process exits.
+        os.environ["BEE_DATABASE_URL"] = resolve_database_url(settings)
+        get_settings.cache_clear()
+    # uvicorn re-raises SIGTERM/SIGINT once its graceful shutdown is done; as SystemExit (rather
+    # than the default "terminate now") the atexit hooks run, which stop the embedded PostgreSQL.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    signal.signal(signal.SIGINT, _exit_on_signal)
+    uvicorn.run(
+        "bee_customers_service.app:create_app",
+        factory=True,
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        workers=args.workers,
+        loop="uvloop" if sys.platform != "win32" else "asyncio",
+        http="httptools",
+        access_log=args.access_log,
+        proxy_headers=True,
+        timeout_graceful_shutdown=args.graceful_timeout,
+        log_config=None,  # our structlog JSON set-up owns logging
+    )
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    from bee_customers_service.core.security import mint_token
+
+    token = mint_token(
+        get_settings(),
+        sub=args.sub or uuid.uuid4(),
+        roles=args.role,
+        business_ids=args.business,
+        ttl_seconds=args.ttl,
+    )
+    print(token)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bee-customers", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve the HTTP API (and the outbox relay)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True)
+    serve.add_argument("--graceful-timeout", type=int, default=20)
+    serve.set_defaults(handler=_serve)
+
+    migrate = commands.add_parser("migrate", help="apply database migrations")
+    migrate.add_argument("revision", nargs="?", default="head")
+    migrate.add_argument("--downgrade", action="store_true", help="downgrade to REVISION (e.g. base)")
+    migrate.set_defaults(handler=_migrate)
+
+    token = commands.add_parser("token", help="mint a development JWT signed with BEE_JWT_SECRET")
+    token.add_argument("--sub", type=uuid.UUID, help="the user id (random when omitted)")
+    token.add_argument("--role", action="append", default=[], help="repeatable: customer, admin_business, ...")
+    token.add_argument("--business", type=uuid.UUID, action="append", default=[], help="repeatable business id")
+    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
+    token.set_defaults(handler=_token)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    return handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

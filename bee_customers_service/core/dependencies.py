@@ -1,0 +1,27 @@
+"""Request-scoped dependencies shared by every router."""
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bee_customers_service.core.config import Settings
+from bee_customers_service.core.db import get_session
+from bee_customers_service.core.errors import UnsupportedMediaType
+from bee_customers_service.core.security import Principal, get_principal
+
+
+def get_app_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+async def require_json(request: Request) -> None:
+    """JSON endpoints accept `application/json` (or any `+json` type) only: 415 otherwise."""
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise UnsupportedMediaType("Send the body as application/json.")
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+PrincipalDep = Annotated[Principal, Depends(get_principal)]

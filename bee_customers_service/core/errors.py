@@ -1,0 +1,171 @@
+"""One error family for the whole service, rendered as RFC 9457 application/problem+json.
+
+Services raise `DomainError` subclasses; repositories never raise HTTP errors; the handlers
+below turn every failure (domain, validation, routing, unexpected) into a problem document.
+"""
+
+from http import HTTPStatus
+from typing import Any
+from uuid import UUID
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from bee_customers_service.core.context import current_trace_id
+
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_TYPE_BASE = "https://errors.beeconect.dev/customers/"
+
+log = structlog.get_logger(__name__)
+
+
+class DomainError(Exception):
+    """A failure the client can understand and act on."""
+
+    status: int = 400
+    type_slug: str = "bad-request"
+    title: str = "Bad request"
+
+    def __init__(self, detail: str | None = None, **extra: Any) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.extra = extra
+        self.headers: dict[str, str] = {}
+
+
+class NotFound(DomainError):
+    status, type_slug, title = 404, "not-found", "Not found"
+
+
+class Conflict(DomainError):
+    status, type_slug, title = 409, "conflict", "Conflict"
+
+
+class PreconditionFailed(DomainError):
+    status, type_slug, title = 412, "precondition-failed", "Precondition failed"
+
+
+class PreconditionRequired(DomainError):
+    status, type_slug, title = 428, "precondition-required", "Precondition required"
+
+
+class Unauthorized(DomainError):
+    status, type_slug, title = 401, "unauthorized", "Unauthorized"
+
+    def __init__(self, detail: str | None = None, **extra: Any) -> None:
+        super().__init__(detail, **extra)
+        self.headers = {"WWW-Authenticate": 'Bearer realm="bee_customers_service"'}
+
+
+class Forbidden(DomainError):
+    status, type_slug, title = 403, "forbidden", "Forbidden"
+
+
+class PayloadTooLarge(DomainError):
+    status, type_slug, title = 413, "payload-too-large", "Payload too large"
+
+
+class UnsupportedMediaType(DomainError):
+    status, type_slug, title = 415, "unsupported-media-type", "Unsupported media type"
+
+
+class InvalidInput(DomainError):
+    """A 422 raised by a service for a rule the request schema cannot express."""
+
+    status, type_slug, title = 422, "validation-error", "Validation failed"
+
+    def __init__(self, field: str, message: str, *, location: str = "body") -> None:
+        super().__init__(f"{field}: {message}")
+        self.extra = {"errors": [{"loc": [location, field], "msg": message, "type": "value_error"}]}
+
+
+class CustomerNotFound(NotFound):
+    type_slug, title = "customer-not-found", "Customer not found"
+
+    def __init__(self, customer_id: UUID | str) -> None:
+        super().__init__(f"No customer with id {customer_id}")
+
+
+def problem(
+    request: Request | None,
+    *,
+    status: int,
+    title: str | None = None,
+    detail: str | None = None,
+    type_slug: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    """Build an RFC 9457 problem response."""
+    phrase = HTTPStatus(status).phrase
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE_BASE + (type_slug or phrase.lower().replace(" ", "-")),
+        "title": title or phrase,
+        "status": status,
+        "detail": detail or title or phrase,
+        "instance": request.url.path if request is not None else None,
+        "trace_id": current_trace_id(),
+    }
+    body.update(extra)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _jsonable_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    # Pydantic's raw errors may hold the offending input or exception objects; keep what a client
+    # needs (where, what, which rule) and never echo the input back (it may be personal data).
+    return [
+        {"loc": list(err.get("loc", ())), "msg": str(err.get("msg", "")), "type": str(err.get("type", ""))}
+        for err in exc.errors()
+    ]
+
+
+async def _domain_error_handler(request: Request, exc: DomainError) -> JSONResponse:
+    return problem(
+        request,
+        status=exc.status,
+        title=exc.title,
+        detail=exc.detail,
+        type_slug=exc.type_slug,
+        headers=exc.headers or None,
+        **exc.extra,
+    )
+
+
+async def _validation_error_handler(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = _jsonable_errors(exc)
+    if any(err["type"] == "json_invalid" for err in errors):
+        return problem(
+            request,
+            status=400,
+            title="Malformed JSON",
+            type_slug="malformed-json",
+            detail="The request body is not valid JSON.",
+        )
+    return problem(
+        request,
+        status=422,
+        title="Validation failed",
+        type_slug="validation-error",
+        detail="The request has invalid or unknown fields.",
+        errors=errors,
+    )
+
+
+async def _http_error_handler(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    detail = exc.detail if isinstance(exc.detail, str) else None
+    return problem(request, status=exc.status_code, detail=detail, headers=getattr(exc, "headers", None))
+
+
+async def _unexpected_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled_error", error_type=type(exc).__name__)
+    return problem(request, status=500, detail="An unexpected error occurred; it has been logged.")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(DomainError, _domain_error_handler)
+    app.add_exception_handler(RequestValidationError, _validation_error_handler)
+    app.add_exception_handler(StarletteHTTPException, _http_error_handler)
+    app.add_exception_handler(Exception, _unexpected_error_handler)

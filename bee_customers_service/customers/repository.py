@@ -1,0 +1,48 @@
+"""Queries on `customers`. No rules and no HTTP here: services decide."""
+
+import uuid
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bee_customers_service.customers.models import Customer
+
+
+async def get(session: AsyncSession, customer_id: uuid.UUID, *, for_update: bool = False) -> Customer | None:
+    statement = select(Customer).where(Customer.id == customer_id)
+    if for_update:
+        statement = statement.with_for_update()
+    return (await session.execute(statement.execution_options(populate_existing=True))).scalar_one_or_none()
+
+
+async def find_id(session: AsyncSession, *, user_id: uuid.UUID, business_id: uuid.UUID) -> uuid.UUID | None:
+    statement = select(Customer.id).where(Customer.user_id == user_id, Customer.business_id == business_id)
+    return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def insert_if_absent(session: AsyncSession, values: dict[str, Any]) -> Customer | None:
+    """Insert a profile; None when (user_id, business_id) already has one.
+
+    ON CONFLICT DO NOTHING lets the unique constraint arbitrate racing creates: the loser waits for
+    the winner's commit and gets no row back, never an exception mid-transaction.
+    """
+    statement = (
+        insert(Customer).values(**values).on_conflict_do_nothing(constraint="uq_user_per_business").returning(Customer)
+    )
+    return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def update_if_version(
+    session: AsyncSession, customer_id: uuid.UUID, *, expected_version: int, values: dict[str, Any]
+) -> Customer | None:
+    """Apply `values` only if the row is still at `expected_version`; bumps the version."""
+    statement = (
+        update(Customer)
+        .where(Customer.id == customer_id, Customer.version == expected_version)
+        .values(**values, version=Customer.version + 1, updated_at=func.now())
+        .returning(Customer)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    )
+    return (await session.execute(statement)).scalar_one_or_none()

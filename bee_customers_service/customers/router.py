@@ -1,0 +1,74 @@
+"""HTTP surface of the customer profile: parse, authorize, call the service, shape the response."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header
+from starlette.responses import Response
+
+from bee_customers_service.core.dependencies import SessionDep, SettingsDep, require_json
+from bee_customers_service.core.errors import PreconditionFailed
+from bee_customers_service.core.responses import etag, json_response, parse_if_match
+from bee_customers_service.core.security import Principal, require_customer_or_admin_role, require_service
+from bee_customers_service.customers import service
+from bee_customers_service.customers.dependencies import SelfOrAdminCustomer
+from bee_customers_service.customers.schemas import AdminCustomerView, CustomerCreate, CustomerUpdate, CustomerView
+
+router = APIRouter(prefix="/customers", tags=["customers"])
+
+_views = {200: {"model": AdminCustomerView, "description": "Admins get tags and notes_count too."}}
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=CustomerView,
+    dependencies=[Depends(require_json)],
+    summary="Create a customer profile (internal services)",
+)
+async def create_customer(
+    data: CustomerCreate,
+    session: SessionDep,
+    settings: SettingsDep,
+    _caller: Annotated[Principal, Depends(require_service)],
+) -> Response:
+    customer = await service.create_customer(session, data=data, settings=settings)
+    return json_response(
+        CustomerView.model_validate(customer),
+        status_code=201,
+        headers={"Location": f"/customers/{customer.id}", "ETag": etag(customer.version)},
+    )
+
+
+@router.get("/{customer_id}", response_model=CustomerView, responses=_views, summary="Read a profile")
+async def get_customer(
+    customer: SelfOrAdminCustomer,
+    session: SessionDep,
+    principal: Annotated[Principal, Depends(require_customer_or_admin_role)],
+) -> Response:
+    view = await service.view_for(session, customer, principal)
+    return json_response(view, headers={"ETag": etag(customer.version)})
+
+
+@router.patch(
+    "/{customer_id}",
+    response_model=CustomerView,
+    responses=_views,
+    dependencies=[Depends(require_json)],
+    summary="Update a profile (partial; honours If-Match)",
+)
+async def update_customer(
+    changes: CustomerUpdate,
+    customer: SelfOrAdminCustomer,
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: Annotated[Principal, Depends(require_customer_or_admin_role)],
+    if_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    expected = parse_if_match(if_match)
+    if expected is not None and not expected:
+        raise PreconditionFailed("If-Match names no version of this customer.")
+    updated = await service.update_customer(
+        session, customer=customer, changes=changes, expected_versions=expected, actor=principal, settings=settings
+    )
+    view = await service.view_for(session, updated, principal)
+    return json_response(view, headers={"ETag": etag(updated.version)})

@@ -1,0 +1,179 @@
+"""Business rules of the customer profile. Owns the transaction and writes the outbox events."""
+
+import uuid
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bee_customers_service.core.config import Settings
+from bee_customers_service.core.errors import Conflict, CustomerNotFound, InvalidInput, PreconditionFailed
+from bee_customers_service.core.security import Principal
+from bee_customers_service.customers import repository
+from bee_customers_service.customers.models import Customer
+from bee_customers_service.customers.phones import normalise_phone
+from bee_customers_service.customers.schemas import (
+    AdminCustomerView,
+    CustomerCreate,
+    CustomerUpdate,
+    CustomerView,
+    Preferences,
+    TagSummary,
+)
+from bee_customers_service.events import outbox
+from bee_customers_service.notes import repository as notes_repository
+from bee_customers_service.tags import repository as tags_repository
+
+EVENT_CREATED = "v1.customer.created"
+EVENT_UPDATED = "v1.customer.updated"
+EVENT_AVATAR_UPDATED = "v1.customer.avatar_updated"
+
+# Changes other services must mirror (spec 5.5: bee_auth_service syncs email and phone), so the
+# updated event carries their new values; every other field is announced by name only.
+SYNCED_FIELDS = ("email", "phone")
+
+
+class CustomerAlreadyExists(Conflict):
+    type_slug, title = "customer-exists", "Customer already exists"
+
+    def __init__(self, existing_customer_id: uuid.UUID) -> None:
+        super().__init__(
+            "This user already has a profile in this business.",
+            existing_customer_id=str(existing_customer_id),
+        )
+
+
+def _phone(raw: str | None, settings: Settings) -> str | None:
+    if raw is None:
+        return None
+    try:
+        return normalise_phone(raw, default_region=settings.default_phone_region)
+    except ValueError as exc:
+        raise InvalidInput("phone", str(exc)) from exc
+
+
+def _merge_preferences(current: dict[str, Any], patch: Preferences) -> dict[str, Any]:
+    merged = dict(current)
+    sent = patch.model_dump(mode="json", include=patch.model_fields_set)
+    for key, value in sent.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged
+
+
+async def create_customer(session: AsyncSession, *, data: CustomerCreate, settings: Settings) -> Customer:
+    """Create a profile and announce it; 409 naming the existing profile on a duplicate."""
+    values = data.model_dump(exclude={"preferences", "phone"})
+    values["phone"] = _phone(data.phone, settings)
+    values["preferences"] = data.preferences.model_dump(mode="json", exclude_none=True) if data.preferences else {}
+
+    customer = await repository.insert_if_absent(session, values)
+    if customer is None:
+        existing_id = await repository.find_id(session, user_id=data.user_id, business_id=data.business_id)
+        await session.rollback()
+        raise CustomerAlreadyExists(existing_id or uuid.UUID(int=0))
+
+    await outbox.enqueue(
+        session,
+        EVENT_CREATED,
+        business_id=customer.business_id,
+        customer_id=customer.id,
+        fields={
+            "customer_id": customer.id,
+            "user_id": customer.user_id,
+            "full_name": customer.full_name,
+            "email": customer.email,
+            "created_at": customer.created_at,
+        },
+    )
+    await session.commit()
+    return customer
+
+
+def _changed_values(customer: Customer, changes: CustomerUpdate, settings: Settings) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for field in changes.model_fields_set:
+        if field == "preferences":
+            assert changes.preferences is not None  # nulls are refused by the schema
+            new: Any = _merge_preferences(customer.preferences, changes.preferences)
+        elif field == "phone":
+            new = _phone(changes.phone, settings)
+        else:
+            new = getattr(changes, field)
+        if new != getattr(customer, field):
+            values[field] = new
+    return values
+
+
+async def update_customer(
+    session: AsyncSession,
+    *,
+    customer: Customer,
+    changes: CustomerUpdate,
+    expected_versions: frozenset[int] | None,
+    actor: Principal,
+    settings: Settings,
+) -> Customer:
+    """Apply a partial update; 412 when `If-Match` names a version that is no longer current."""
+    for _attempt in range(2):
+        if expected_versions is not None and customer.version not in expected_versions:
+            raise PreconditionFailed(f"The customer is at version {customer.version}; reload and retry.")
+        values = _changed_values(customer, changes, settings)
+        if not values:
+            return customer  # nothing changed: no version bump, no event
+        old_avatar = customer.avatar_url
+        updated = await repository.update_if_version(
+            session, customer.id, expected_version=customer.version, values=values
+        )
+        if updated is not None:
+            break
+        # Another writer got in between our read and our write: decide again on the locked row.
+        reread = await repository.get(session, customer.id, for_update=True)
+        if reread is None:
+            raise CustomerNotFound(customer.id)
+        customer = reread
+    else:  # pragma: no cover - the second attempt holds the row lock, so it cannot lose
+        raise PreconditionFailed("The customer changed while it was being updated; retry.")
+
+    fields_changed = sorted(values)
+    fields: dict[str, Any] = {
+        "customer_id": updated.id,
+        "user_id": updated.user_id,
+        "fields_changed": fields_changed,
+        "updated_by": actor.user_id,
+        "updated_at": updated.updated_at,
+    }
+    fields.update({name: values[name] for name in SYNCED_FIELDS if name in values})
+    await outbox.enqueue(session, EVENT_UPDATED, business_id=updated.business_id, customer_id=updated.id, fields=fields)
+    if "avatar_url" in values:
+        await outbox.enqueue(
+            session,
+            EVENT_AVATAR_UPDATED,
+            business_id=updated.business_id,
+            customer_id=updated.id,
+            fields={
+                "customer_id": updated.id,
+                "old_avatar_url": old_avatar,
+                "new_avatar_url": updated.avatar_url,
+                "updated_by": actor.user_id,
+                "updated_at": updated.updated_at,
+            },
+        )
+    await session.commit()
+    return updated
+
+
+async def admin_view(session: AsyncSession, customer: Customer) -> AdminCustomerView:
+    """Everything about the customer, as an admin of its business sees it."""
+    tags = await tags_repository.list_for_customer(session, customer.id)
+    notes_count = await notes_repository.count_for_customer(session, customer.id)
+    base = CustomerView.model_validate(customer).model_dump()
+    return AdminCustomerView(**base, tags=[TagSummary.model_validate(tag) for tag in tags], notes_count=notes_count)
+
+
+async def view_for(session: AsyncSession, customer: Customer, principal: Principal) -> CustomerView:
+    """The admin view for an admin of the business, the customer's own view otherwise."""
+    if principal.is_admin_of(customer.business_id):
+        return await admin_view(session, customer)
+    return CustomerView.model_validate(customer)

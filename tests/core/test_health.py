@@ -1,0 +1,28 @@
+"""Liveness and readiness probes."""
+
+from bee_customers_service.app import create_app
+from tests.conftest import client_for, make_settings, running_app
+from tests.services import free_port
+
+
+async def test_healthcheck_is_ok(client):
+    response = await client.get("/healthcheck")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+async def test_readyz_checks_the_database(client):
+    response = await client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json()["checks"]["database"]["status"] == "up"
+
+
+async def test_readyz_is_503_when_database_does_not_answer():
+    closed = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/nothing"
+    app = create_app(make_settings(closed))
+    async with running_app(app), client_for(app) as http:
+        ready = await http.get("/readyz")
+        alive = await http.get("/healthcheck")
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["database"]["status"] == "down"
+    assert alive.status_code == 200  # liveness does no I/O: a database outage must not restart pods

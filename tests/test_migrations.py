@@ -1,0 +1,44 @@
+"""Migrations go up from an empty database and back down to empty."""
+
+import asyncio
+
+import asyncpg
+
+from bee_customers_service.cli import run_migrations
+from bee_customers_service.core.db import to_async_url
+from tests.services import create_database, drop_database
+
+
+async def _tables(url: str) -> set[str]:
+    connection = await asyncpg.connect(url)
+    try:
+        rows = await connection.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        types = await connection.fetch("SELECT typname FROM pg_type WHERE typname = 'gender_enum'")
+    finally:
+        await connection.close()
+    return {r["tablename"] for r in rows} | {r["typname"] for r in types}
+
+
+async def test_upgrade_from_empty_and_downgrade_to_empty(postgres_server):
+    name, url = await create_database(postgres_server, prefix="bee_migrations")
+    try:
+        assert await _tables(url) == set()
+        await asyncio.to_thread(run_migrations, to_async_url(url))
+        upgraded = await _tables(url)
+        assert {
+            "customers",
+            "customer_tags",
+            "customer_notes",
+            "customer_history",
+            "outbox",
+            "alembic_version",
+            "gender_enum",
+        } <= upgraded
+
+        await asyncio.to_thread(run_migrations, to_async_url(url), "base", downgrade=True)
+        assert await _tables(url) == {"alembic_version"}
+
+        await asyncio.to_thread(run_migrations, to_async_url(url))  # and up again: downgrades are clean
+        assert await _tables(url) == upgraded
+    finally:
+        await drop_database(postgres_server, name)
