@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     jwt_audience: str | None = None
     jwt_leeway_seconds: int = Field(default=30, ge=0, le=300)
     jwt_jwks_cache_seconds: int = Field(default=300, ge=1)
+    # At most one refetch per cooldown for unknown `kid`s, so forged kids cannot flood the auth service.
+    jwt_jwks_refresh_cooldown_seconds: float = Field(default=30.0, ge=0)
 
     # Events (RabbitMQ). Unset -> events stay in the outbox, nothing is published.
     rabbitmq_url: str | None = None

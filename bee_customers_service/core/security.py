@@ -69,7 +69,11 @@ class TokenVerifier:
         self._key: Any = None
         if settings.jwt_jwks_url:
             self._jwks = jwt.PyJWKClient(
-                settings.jwt_jwks_url, cache_keys=True, lifespan=settings.jwt_jwks_cache_seconds
+                settings.jwt_jwks_url,
+                cache_keys=True,
+                lifespan=settings.jwt_jwks_cache_seconds,
+                timeout=5,
+                cooldown_duration=settings.jwt_jwks_refresh_cooldown_seconds,
             )
             self._algorithms = list(settings.jwt_algorithms)
         elif settings.jwt_public_key:
