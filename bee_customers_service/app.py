@@ -11,8 +11,8 @@ from bee_customers_service import __version__, health
 from bee_customers_service.core.config import Settings, get_settings
 from bee_customers_service.core.db import Database, resolve_database_url
 from bee_customers_service.core.errors import install_error_handlers
-from bee_customers_service.core.middleware import BodyLimitMiddleware, CorrelationIdMiddleware
-from bee_customers_service.core.observability import configure_logging
+from bee_customers_service.core.middleware import BodyLimitMiddleware, CorrelationIdMiddleware, RequestLogMiddleware
+from bee_customers_service.core.observability import configure_logging, install_metrics
 from bee_customers_service.core.security import TokenVerifier
 from bee_customers_service.customers.router import router as customers_router
 
@@ -51,9 +51,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.token_verifier = TokenVerifier(settings)
     app.state.readiness_reporters: dict[str, ReadinessReporter] = {}
+    # Async callables run before each /metrics scrape to refresh gauges (e.g. the outbox backlog).
+    app.state.metrics_refreshers: list[Callable[[], Awaitable[None]]] = []
 
     install_error_handlers(app)
+    install_metrics(app, settings)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_body_bytes)
+    app.add_middleware(RequestLogMiddleware)
     app.add_middleware(CorrelationIdMiddleware)  # added last = outermost: ids exist for everything
 
     app.include_router(health.router)

@@ -71,6 +71,7 @@ def _serve(args: argparse.Namespace) -> int:
         http="httptools",
         access_log=args.access_log,
         proxy_headers=True,
+        forwarded_allow_ips=settings.trusted_proxies,
         timeout_graceful_shutdown=args.graceful_timeout,
         log_config=None,  # our structlog JSON set-up owns logging
     )
@@ -99,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--workers", type=int, default=1)
-    serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True)
+    # Off by default: the app logs one structured line per request (with trace and request ids).
+    serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=False)
     serve.add_argument("--graceful-timeout", type=int, default=20)
     serve.set_defaults(handler=_serve)
 

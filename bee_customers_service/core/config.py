@@ -26,6 +26,12 @@ class Settings(BaseSettings):
     database_statement_timeout_ms: int = Field(default=15_000, ge=0)
     data_dir: Path = Path(".data")
 
+    # Operations.
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    metrics_token: SecretStr | None = None
+    # Proxies whose X-Forwarded-For is believed for the client IP (uvicorn's forwarded_allow_ips).
+    trusted_proxies: str = "127.0.0.1"
+
     # Validation.
     default_phone_region: str = Field(default="RO", min_length=2, max_length=2)
     max_request_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)

@@ -25,3 +25,9 @@ def current_trace_id() -> str | None:
 
 def current_request_id() -> str | None:
     return request_id_var.get()
+
+
+# Who is on the other end, for the audit trail (spec 5.3): the client IP as resolved from the
+# trusted proxy header by the server, and the user agent.
+client_ip_var: ContextVar[str | None] = ContextVar("client_ip", default=None)
+user_agent_var: ContextVar[str | None] = ContextVar("user_agent", default=None)

@@ -3,16 +3,31 @@
 Written as raw ASGI (not BaseHTTPMiddleware) so they add no task or buffering per request.
 """
 
+import time
+
+import structlog
 from fastapi import HTTPException
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bee_customers_service.core.context import request_id_var, sanitize_id, trace_id_var
+from bee_customers_service.core.context import (
+    client_ip_var,
+    request_id_var,
+    sanitize_id,
+    trace_id_var,
+    user_agent_var,
+)
 from bee_customers_service.core.errors import problem
+
+request_log = structlog.get_logger("bee_customers_service.request")
 
 
 class CorrelationIdMiddleware:
-    """Reads `X-Trace-Id` / `X-Request-Id` (generated when absent) and echoes them back."""
+    """Reads `X-Trace-Id` / `X-Request-Id` (generated when absent) and echoes them back.
+
+    Also remembers the client's address and user agent for audit lines. The address is the one
+    the server resolved (uvicorn applies X-Forwarded-For only from `BEE_TRUSTED_PROXIES`).
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -26,6 +41,9 @@ class CorrelationIdMiddleware:
         request_id = sanitize_id(headers.get("x-request-id"))
         trace_token = trace_id_var.set(trace_id)
         request_token = request_id_var.set(request_id)
+        client = scope.get("client")
+        ip_token = client_ip_var.set(client[0] if client else None)
+        agent_token = user_agent_var.set((headers.get("user-agent") or "")[:256] or None)
 
         async def send_with_ids(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -39,6 +57,43 @@ class CorrelationIdMiddleware:
         finally:
             trace_id_var.reset(trace_token)
             request_id_var.reset(request_token)
+            client_ip_var.reset(ip_token)
+            user_agent_var.reset(agent_token)
+
+
+class RequestLogMiddleware:
+    """One structured line per request: method, route template, status, duration_ms.
+
+    The route template (`/customers/{customer_id}`), never the raw path, so ids stay out of logs.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            route = scope.get("route")
+            request_log.info(
+                "request",
+                method=scope["method"],
+                route=getattr(route, "path", None) or "unmatched",
+                status=status,
+                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            )
 
 
 class _BodyTooLarge(HTTPException):

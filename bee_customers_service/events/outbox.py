@@ -17,6 +17,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from bee_customers_service.core.context import current_request_id, current_trace_id
 from bee_customers_service.core.db import Base
+from bee_customers_service.events import committed
 
 # The channel the relay LISTENs on; NOTIFY inside a transaction is delivered only at commit.
 OUTBOX_CHANNEL = "bee_customers_outbox"
@@ -86,4 +87,5 @@ async def enqueue(
         )
     )
     await session.execute(select(func.pg_notify(OUTBOX_CHANNEL, "")))
+    committed.remember(session.sync_session, body)
     return body

@@ -1,0 +1,28 @@
+"""Prometheus metrics: the spec's business counters plus the event pipeline's health.
+
+Business counters move only for committed changes: they are driven by the outbox events of a
+transaction once it commits (see events/committed.py), never by a request that was rolled back.
+"""
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, generate_latest
+
+CUSTOMERS_CREATED = Counter("customers_created_total", "Customer profiles created (committed).")
+NOTES_CREATED = Counter("notes_created_total", "Internal notes added (committed).")
+TAGGED_CUSTOMERS = Counter("tagged_customers_total", "Tags added to customers (committed).")
+EVENTS_PUBLISHED = Counter("events_published_total", "Outbox events confirmed by the broker.", ["event"])
+EVENTS_CONSUMED = Counter("events_consumed_total", "Upstream events consumed, by outcome.", ["result"])
+RATE_LIMITED = Counter("rate_limited_total", "Requests refused by a rate limit.", ["limit"])
+OUTBOX_PENDING = Gauge("outbox_pending_events", "Outbox events not yet published.")
+OUTBOX_OLDEST_PENDING = Gauge("outbox_oldest_pending_seconds", "Age of the oldest unpublished outbox event.")
+
+# Which committed event moves which business counter.
+COUNTER_BY_EVENT = {
+    "v1.customer.created": CUSTOMERS_CREATED,
+    "v1.customer.note_added": NOTES_CREATED,
+    "v1.customer.tagged": TAGGED_CUSTOMERS,
+}
+
+
+def render(*registries: CollectorRegistry) -> bytes:
+    """The text exposition of the process-wide registry and any per-app registries."""
+    return b"".join(generate_latest(registry) for registry in (REGISTRY, *registries))

@@ -1,0 +1,60 @@
+"""What happens once a transaction that wrote outbox events has committed: audit lines and metrics.
+
+`outbox.enqueue` remembers each event on the session; these SQLAlchemy session hooks act on them
+after COMMIT (and forget them on rollback). So the audit trail and the business counters follow
+exactly the committed changes, and no service has to remember to log or count.
+"""
+
+from typing import Any
+
+import structlog
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from bee_customers_service.core.context import client_ip_var, user_agent_var
+from bee_customers_service.core.metrics import COUNTER_BY_EVENT
+
+PENDING_EVENTS_KEY = "bee_pending_events"
+
+audit_log = structlog.get_logger("bee_customers_service.audit")
+
+# The fields of each event that may go into the audit log (spec 5.3). A whitelist, so emails,
+# phones, names and note contents never reach the logs, whatever an event carries.
+_COMMON = ("event_id", "customer_id", "business_id")
+AUDIT_FIELDS: dict[str, tuple[str, ...]] = {
+    "v1.customer.created": (*_COMMON, "user_id"),
+    "v1.customer.updated": (*_COMMON, "fields_changed", "updated_by"),
+    "v1.customer.tagged": (*_COMMON, "tag", "tag_id", "created_by"),
+    "v1.customer.untagged": (*_COMMON, "tag", "tag_id", "deleted_by"),
+    "v1.customer.note_added": (*_COMMON, "note_id", "created_by"),
+    "v1.customer.avatar_updated": (*_COMMON, "old_avatar_url", "new_avatar_url", "updated_by"),
+    "v1.customer.deleted": (*_COMMON, "user_id", "gdpr_request_id"),
+}
+
+
+def remember(session: Session, body: dict[str, Any]) -> None:
+    """Called by `outbox.enqueue` for every event written in the session's transaction."""
+    session.info.setdefault(PENDING_EVENTS_KEY, []).append(body)
+
+
+def audit_fields(body: dict[str, Any]) -> dict[str, Any]:
+    allowed = AUDIT_FIELDS.get(body["event"], _COMMON)
+    return {name: body[name] for name in allowed if name in body}
+
+
+@event.listens_for(Session, "after_commit")
+def _after_commit(session: Session) -> None:
+    for body in session.info.pop(PENDING_EVENTS_KEY, ()):
+        counter = COUNTER_BY_EVENT.get(body["event"])
+        if counter is not None:
+            counter.inc()
+        extra: dict[str, Any] = {}
+        if body["event"] == "v1.customer.created":
+            extra = {"client_ip": client_ip_var.get(), "user_agent": user_agent_var.get()}
+        audit_log.info("audit", audit_event=body["event"], **audit_fields(body), **extra)
+
+
+@event.listens_for(Session, "after_rollback")
+@event.listens_for(Session, "after_soft_rollback")
+def _after_rollback(session: Session, *_: Any) -> None:
+    session.info.pop(PENDING_EVENTS_KEY, None)
