@@ -15,6 +15,7 @@ from bee_customers_service.core.middleware import BodyLimitMiddleware, Correlati
 from bee_customers_service.core.observability import configure_logging, install_metrics
 from bee_customers_service.core.security import TokenVerifier
 from bee_customers_service.customers.router import router as customers_router
+from bee_customers_service.gdpr.router import router as gdpr_router
 
 # A background component (the outbox relay, the activity consumer) is an async context manager
 # factory: entered after the database is up, exited before it is disposed.
@@ -62,4 +63,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(health.router)
     app.include_router(customers_router)
+    app.include_router(gdpr_router)
     return app

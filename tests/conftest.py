@@ -9,6 +9,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import httpx
@@ -139,19 +140,19 @@ class World:
             user_id, token_headers(self.settings, roles=roles, sub=user_id, business_ids=business_ids, ttl=ttl)
         )
 
-    @property
+    @cached_property
     def service(self) -> Caller:
         return self.caller(["service"])
 
-    @property
+    @cached_property
     def admin(self) -> Caller:
         return self.caller(["admin_business"], business_ids=[self.business_id])
 
-    @property
+    @cached_property
     def manager(self) -> Caller:
         return self.caller(["admin_manager"], business_ids=[self.business_id])
 
-    @property
+    @cached_property
     def other_admin(self) -> Caller:
         return self.caller(["admin_business"], business_ids=[self.other_business_id])
 

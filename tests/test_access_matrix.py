@@ -6,7 +6,7 @@ against a fresh customer, so write endpoints (DELETE included) never disturb eac
 """
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,41 +20,19 @@ OK = "ok"  # the row's own success status
 
 # What each caller gets, per access rule. 404 (not 403) where answering 403 would reveal that
 # a customer exists in another business.
-RULES: dict[str, dict[str, int | str]] = {
-    "self_or_admin": {
-        "self": OK,
-        "other_customer": 404,
-        "admin": OK,
-        "manager": OK,
-        "other_admin": 404,
-        "service": 403,
-    },
-    "admin_of_customer": {
-        "self": 403,
-        "other_customer": 403,
-        "admin": OK,
-        "manager": OK,
-        "other_admin": 404,
-        "service": 403,
-    },
-    "admin_of_business": {
-        "self": 403,
-        "other_customer": 403,
-        "admin": OK,
-        "manager": OK,
-        "other_admin": 403,
-        "service": 403,
-    },
-    "service": {"self": 403, "other_customer": 403, "admin": 403, "manager": 403, "other_admin": 403, "service": OK},
-    "self_or_service": {
-        "self": OK,
-        "other_customer": 403,
-        "admin": 403,
-        "manager": 403,
-        "other_admin": 403,
-        "service": OK,
-    },
+# fmt: off
+_RULE_TABLE: dict[str, tuple[int | str, ...]] = {
+    #                              self   other_customer  admin  manager  other_admin  service
+    "self_or_admin":              (OK,    404,            OK,    OK,      404,         403),
+    "admin_of_customer":          (403,   403,            OK,    OK,      404,         403),
+    "admin_of_business":          (403,   403,            OK,    OK,      403,         403),
+    "service":                    (403,   403,            403,   403,     403,         OK),
+    "self_or_service":            (OK,    403,            403,   403,     403,         OK),
+    "admin_of_record_or_service": (403,   403,            OK,    OK,      404,         OK),
 }
+# fmt: on
+AUTHENTICATED = ("self", "other_customer", "admin", "manager", "other_admin", "service")
+RULES = {rule: dict(zip(AUTHENTICATED, outcomes, strict=True)) for rule, outcomes in _RULE_TABLE.items()}
 UNAUTHENTICATED = {"anonymous": 401, "garbled": 401, "expired": 401}
 
 
@@ -64,6 +42,7 @@ class Cell:
 
     customer: dict[str, Any]
     business_id: uuid.UUID
+    prepared: dict[str, str] = field(default_factory=dict)  # ids made by a row's `prepare`
 
 
 @dataclass
@@ -75,9 +54,11 @@ class Row:
     body: Callable[[Cell], Any] | None = None
     params: Callable[[Cell], dict[str, Any]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. files= for multipart
+    # Makes what the path needs beyond the customer (e.g. an erasure record): (client, world) -> ids.
+    prepare: Callable[[Any, Any], Awaitable[dict[str, str]]] | None = None
 
     def url(self, cell: Cell) -> str:
-        return self.path.format(customer_id=cell.customer["id"], user_id=cell.customer["user_id"])
+        return self.path.format(customer_id=cell.customer["id"], user_id=cell.customer["user_id"], **cell.prepared)
 
 
 def _new_profile(cell: Cell) -> dict[str, Any]:
@@ -89,10 +70,21 @@ def _new_profile(cell: Cell) -> dict[str, Any]:
     }
 
 
+async def _erasure_record(client: Any, world: Any) -> dict[str, str]:
+    victim = await world.create_customer(client)
+    erased = await client.delete(f"/customers/{victim['id']}", headers=world.admin.headers)
+    return {"request_id": erased.headers["Location"].rsplit("/", 1)[1]}
+
+
 ROUTES: list[Row] = [
     Row("POST", "/customers", "service", 201, body=_new_profile),
     Row("GET", "/customers/{customer_id}", "self_or_admin", 200),
     Row("PATCH", "/customers/{customer_id}", "self_or_admin", 200, body=lambda c: {"full_name": "Renamed"}),
+    Row("DELETE", "/customers/{customer_id}", "self_or_admin", 204),
+    Row("GET", "/customers/{customer_id}/export", "self_or_admin", 200),
+    Row("GET", "/users/{user_id}/export", "self_or_service", 200),
+    Row("DELETE", "/users/{user_id}", "self_or_service", 204),
+    Row("GET", "/gdpr/requests/{request_id}", "admin_of_record_or_service", 200, prepare=_erasure_record),
 ]
 
 PUBLIC = {("GET", "/healthcheck"), ("GET", "/readyz")}
@@ -129,6 +121,8 @@ CASES = [(row, caller) for row in ROUTES for caller in CALLERS]
 async def test_access_matrix(client, world, row, caller):
     customer = await world.create_customer(client)
     cell = Cell(customer=customer, business_id=world.business_id)
+    if row.prepare is not None:
+        cell.prepared = await row.prepare(client, world)
     expected = {**UNAUTHENTICATED, **RULES[row.rule]}[caller]
     expected_status = row.success if expected == OK else expected
 

@@ -33,6 +33,7 @@ async def test_upgrade_from_empty_and_downgrade_to_empty(postgres_server):
             "outbox",
             "alembic_version",
             "gender_enum",
+            "gdpr_requests",
         } <= upgraded
 
         await asyncio.to_thread(run_migrations, to_async_url(url), "base", downgrade=True)

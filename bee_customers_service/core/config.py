@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     # Proxies whose X-Forwarded-For is believed for the client IP (uvicorn's forwarded_allow_ips).
     trusted_proxies: str = "127.0.0.1"
 
+    # GDPR.
+    gdpr_export_notes: bool = True  # a customer's own export includes the notes about them
+    gdpr_resurrect_after_days: int | None = Field(default=None, ge=0)  # None: never re-create
+
     # Validation.
     default_phone_region: str = Field(default="RO", min_length=2, max_length=2)
     max_request_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)

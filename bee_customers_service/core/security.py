@@ -231,3 +231,12 @@ def require_admin_of_subject(principal: Principal, subject: BusinessScoped, *, n
     """An admin of the subject's business; an admin of another business sees `not_found`."""
     if not principal.is_admin_of(subject.business_id):
         raise not_found
+
+
+def require_self_or_service(principal: Principal, user_id: uuid.UUID) -> None:
+    """The user themselves or an internal service (user-level requests arriving through auth)."""
+    if principal.is_service:
+        return
+    if principal.is_customer and principal.user_id == user_id:
+        return
+    raise Forbidden("Only the user themselves or an internal service may do this.")

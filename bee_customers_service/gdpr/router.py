@@ -1,0 +1,72 @@
+"""GDPR endpoints: export (a downloadable JSON document) and erasure (idempotent)."""
+
+import uuid
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends
+from starlette.responses import Response
+
+from bee_customers_service.core.dependencies import PrincipalDep, SessionDep, SettingsDep
+from bee_customers_service.core.responses import json_response
+from bee_customers_service.core.security import Principal, require_customer_or_admin_role, require_self_or_service
+from bee_customers_service.customers.dependencies import SelfOrAdminCustomer
+from bee_customers_service.gdpr import service
+from bee_customers_service.gdpr.schemas import GdprRequestView
+
+router = APIRouter(tags=["gdpr"])
+
+
+def _attachment(document: dict[str, Any], filename: str) -> Response:
+    return Response(
+        content=orjson.dumps(document),
+        media_type="application/json",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"},
+    )
+
+
+def _erased(record_id: uuid.UUID) -> Response:
+    return Response(status_code=204, headers={"Location": f"/gdpr/requests/{record_id}"})
+
+
+@router.get("/customers/{customer_id}/export", summary="Export everything held about a customer")
+async def export_customer(
+    customer: SelfOrAdminCustomer,
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: Annotated[Principal, Depends(require_customer_or_admin_role)],
+) -> Response:
+    document = await service.export_customer(session, customer=customer, principal=principal, settings=settings)
+    return _attachment(document, f"customer-{customer.id}.json")
+
+
+@router.delete("/customers/{customer_id}", status_code=204, summary="Erase a customer (GDPR)")
+async def erase_customer(
+    customer: SelfOrAdminCustomer,
+    session: SessionDep,
+    principal: Annotated[Principal, Depends(require_customer_or_admin_role)],
+) -> Response:
+    record = await service.erase_customer(session, customer=customer, actor=principal)
+    return _erased(record.id)
+
+
+@router.get("/users/{user_id}/export", summary="Export a user's profiles in every business")
+async def export_user(
+    user_id: uuid.UUID, session: SessionDep, settings: SettingsDep, principal: PrincipalDep
+) -> Response:
+    require_self_or_service(principal, user_id)
+    document = await service.export_user(session, user_id=user_id, principal=principal, settings=settings)
+    return _attachment(document, f"user-{user_id}.json")
+
+
+@router.delete("/users/{user_id}", status_code=204, summary="Erase a user's profiles in every business")
+async def erase_user(user_id: uuid.UUID, session: SessionDep, principal: PrincipalDep) -> Response:
+    require_self_or_service(principal, user_id)
+    record = await service.erase_user(session, user_id=user_id, actor=principal)
+    return _erased(record.id) if record is not None else Response(status_code=204)
+
+
+@router.get("/gdpr/requests/{request_id}", response_model=GdprRequestView, summary="An erasure record")
+async def get_gdpr_request(request_id: uuid.UUID, session: SessionDep, principal: PrincipalDep) -> Response:
+    record = await service.get_request(session, request_id=request_id, principal=principal)
+    return json_response(GdprRequestView.model_validate(record))
