@@ -16,10 +16,10 @@ from tests.services import free_port
 ROOT = Path(__file__).resolve().parent.parent
 
 
-async def _wait_ready(base_url: str, process: subprocess.Popen) -> None:
+async def _wait_ready(base_url: str, process: asyncio.subprocess.Process) -> None:
     async with httpx.AsyncClient() as http:
         for _ in range(200):
-            assert process.poll() is None, "the server exited during start-up"
+            assert process.returncode is None, "the server exited during start-up"
             try:
                 if (await http.get(f"{base_url}/readyz", timeout=1)).status_code == 200:
                     return
@@ -38,8 +38,8 @@ async def test_sigterm_during_a_burst_loses_nothing(settings, database_url, fetc
         "BEE_RELAY_ENABLED": "false",
         "BEE_LOG_LEVEL": "WARNING",
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bee_customers_service.cli", "serve", "--port", str(port), "--graceful-timeout", "20"],
+    process = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "bee_customers_service.cli", "serve", "--port", str(port), "--graceful-timeout", "20"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -76,9 +76,9 @@ async def test_sigterm_during_a_burst_loses_nothing(settings, database_url, fetc
             await burst_running.wait()  # requests are flowing and dozens are in flight
             process.send_signal(signal.SIGTERM)
             results = await asyncio.gather(*tasks)
-        assert process.wait(timeout=30) in (0, 128 + signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), timeout=30) in (0, 128 + signal.SIGTERM)
     finally:
-        if process.poll() is None:
+        if process.returncode is None:
             process.kill()
 
     created = {user_id for user_id, status in results if status == 201}
