@@ -3,11 +3,13 @@
 import uuid
 from typing import Any
 
-from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import JSON, func, select, text, update
+from sqlalchemy.dialects.postgresql import aggregate_order_by, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bee_customers_service.customers.models import Customer
+from bee_customers_service.notes.models import CustomerNote
+from bee_customers_service.tags.models import CustomerTag
 
 
 async def get(session: AsyncSession, customer_id: uuid.UUID, *, for_update: bool = False) -> Customer | None:
@@ -46,3 +48,22 @@ async def update_if_version(
         .execution_options(synchronize_session=False, populate_existing=True)
     )
     return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def admin_extras(session: AsyncSession, customer_id: uuid.UUID) -> tuple[list[dict[str, Any]], int]:
+    """The customer's tags (oldest first) and how many notes it has, in one round trip."""
+    tag = func.json_build_object("id", CustomerTag.id, "label", CustomerTag.label, "color", CustomerTag.color)
+    tags = (
+        select(
+            func.coalesce(
+                func.json_agg(aggregate_order_by(tag, CustomerTag.created_at, CustomerTag.id)),
+                text("'[]'::json"),
+                type_=JSON,
+            )
+        )
+        .where(CustomerTag.customer_id == customer_id)
+        .scalar_subquery()
+    )
+    notes = select(func.count()).where(CustomerNote.customer_id == customer_id).scalar_subquery()
+    row = (await session.execute(select(tags, notes))).one()
+    return row[0], row[1]

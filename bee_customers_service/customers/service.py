@@ -17,11 +17,8 @@ from bee_customers_service.customers.schemas import (
     CustomerUpdate,
     CustomerView,
     Preferences,
-    TagSummary,
 )
 from bee_customers_service.events import outbox
-from bee_customers_service.notes import repository as notes_repository
-from bee_customers_service.tags import repository as tags_repository
 
 EVENT_CREATED = "v1.customer.created"
 EVENT_UPDATED = "v1.customer.updated"
@@ -164,16 +161,26 @@ async def update_customer(
     return updated
 
 
-async def admin_view(session: AsyncSession, customer: Customer) -> AdminCustomerView:
-    """Everything about the customer, as an admin of its business sees it."""
-    tags = await tags_repository.list_for_customer(session, customer.id)
-    notes_count = await notes_repository.count_for_customer(session, customer.id)
-    base = CustomerView.model_validate(customer).model_dump()
-    return AdminCustomerView(**base, tags=[TagSummary.model_validate(tag) for tag in tags], notes_count=notes_count)
+AdminExtras = tuple[list[dict[str, Any]], int]
+
+
+async def admin_extras_for(session: AsyncSession, customer: Customer, principal: Principal) -> AdminExtras | None:
+    """What only an admin of the customer's business sees (tags, note count); None for others."""
+    if not principal.is_admin_of(customer.business_id):
+        return None
+    return await repository.admin_extras(session, customer.id)
+
+
+def render_view(customer: Customer, extras: AdminExtras | None) -> CustomerView:
+    """The admin view when `extras` were loaded for an admin, the customer's own view otherwise."""
+    if extras is None:
+        return CustomerView.model_validate(customer)
+    tags, notes_count = extras
+    return AdminCustomerView.model_validate(
+        {**CustomerView.model_validate(customer).model_dump(), "tags": tags, "notes_count": notes_count}
+    )
 
 
 async def view_for(session: AsyncSession, customer: Customer, principal: Principal) -> CustomerView:
-    """The admin view for an admin of the business, the customer's own view otherwise."""
-    if principal.is_admin_of(customer.business_id):
-        return await admin_view(session, customer)
-    return CustomerView.model_validate(customer)
+    """The profile as this caller may see it."""
+    return render_view(customer, await admin_extras_for(session, customer, principal))

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic_core import to_jsonable_python
-from sqlalchemy import BigInteger, DateTime, Identity, Index, Integer, String, Text, func, insert, select, text
+from sqlalchemy import BigInteger, DateTime, Identity, Index, Integer, String, Text, func, insert, text
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
@@ -19,7 +19,8 @@ from bee_customers_service.core.context import current_request_id, current_trace
 from bee_customers_service.core.db import Base
 from bee_customers_service.events import committed
 
-# The channel the relay LISTENs on; NOTIFY inside a transaction is delivered only at commit.
+# The channel the relay LISTENs on. An AFTER INSERT trigger on `outbox` (migration
+# 0008_outbox_notify_trigger) notifies it; NOTIFY inside a transaction is delivered at commit.
 OUTBOX_CHANNEL = "bee_customers_outbox"
 
 
@@ -86,6 +87,5 @@ async def enqueue(
             payload=body,
         )
     )
-    await session.execute(select(func.pg_notify(OUTBOX_CHANNEL, "")))
     committed.remember(session.sync_session, body)
     return body
