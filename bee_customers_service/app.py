@@ -8,11 +8,15 @@ import anyio
 from fastapi import FastAPI
 
 from bee_customers_service import __version__, health
+from bee_customers_service.avatars.router import files_router as avatar_files_router
+from bee_customers_service.avatars.router import router as avatars_router
+from bee_customers_service.avatars.storage import storage_from_settings
 from bee_customers_service.core.config import Settings, get_settings
 from bee_customers_service.core.db import Database, resolve_database_url
 from bee_customers_service.core.errors import install_error_handlers
 from bee_customers_service.core.middleware import BodyLimitMiddleware, CorrelationIdMiddleware
 from bee_customers_service.core.observability import configure_logging
+from bee_customers_service.core.ratelimit import RateLimiter
 from bee_customers_service.core.security import TokenVerifier
 from bee_customers_service.customers.router import router as customers_router
 
@@ -38,6 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.database = Database(url, settings)
         async with AsyncExitStack() as stack:
             stack.push_async_callback(app.state.database.dispose)
+            stack.push_async_callback(app.state.rate_limiter.close)
             for factory in _background_components(settings):
                 await stack.enter_async_context(factory(app))
             yield
@@ -51,6 +56,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.token_verifier = TokenVerifier(settings)
     app.state.readiness_reporters: dict[str, ReadinessReporter] = {}
+    app.state.rate_limiter = RateLimiter(settings)
+    app.state.avatar_storage = storage_from_settings(settings)
 
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_body_bytes)
@@ -58,4 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(health.router)
     app.include_router(customers_router)
+    app.include_router(avatars_router)
+    if settings.avatar_storage == "local":
+        app.include_router(avatar_files_router)
     return app

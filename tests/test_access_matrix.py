@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from bee_customers_service.app import create_app
+from tests.avatars import crafted
 from tests.conftest import make_settings, token_headers
 
 CALLERS = ("anonymous", "garbled", "expired", "self", "other_customer", "admin", "manager", "other_admin", "service")
@@ -93,6 +94,15 @@ ROUTES: list[Row] = [
     Row("POST", "/customers", "service", 201, body=_new_profile),
     Row("GET", "/customers/{customer_id}", "self_or_admin", 200),
     Row("PATCH", "/customers/{customer_id}", "self_or_admin", 200, body=lambda c: {"full_name": "Renamed"}),
+    Row(
+        "POST",
+        "/customers/{customer_id}/avatar",
+        "self_or_admin",
+        200,
+        extra={"files": {"file": ("me.png", crafted.png(), "image/png")}},
+    ),
+    Row("GET", "/customers/{customer_id}/avatar", "self_or_admin", 200),
+    Row("DELETE", "/customers/{customer_id}/avatar", "self_or_admin", 204),
 ]
 
 PUBLIC = {("GET", "/healthcheck"), ("GET", "/readyz")}
