@@ -87,13 +87,13 @@ async def upload_avatar(
         max_dimension=settings.avatar_max_dimension,
     )
     view = AvatarView(
-        customer_id=stored.customer.id,
+        customer_id=stored.customer_id,
         avatar_url=stored.url,
         content_type=stored.image.format.content_type,
         width=stored.image.width,
         height=stored.image.height,
         size_bytes=len(stored.image.data),
-        version=stored.customer.version,
+        version=stored.version,
     )
     return json_response(view)
 

@@ -6,6 +6,11 @@ one that exists. If the commit fails, the new object is deleted (unless the cust
 after all: the same image uploaded twice, or a commit that went through while its reply was lost).
 The object a new upload replaces is deleted only after the new URL is committed; a failure there
 leaves an unreferenced object behind (logged), never a customer without an image.
+
+Every change of one customer's avatar holds that customer's row lock while it writes its object
+and commits, and deletions decide under the same lock: with content-addressed keys, two requests
+can name the same object (A -> B -> A), and this keeps one from deleting what the other points at.
+The lock is not held while the body streams in or the image is decoded.
 """
 
 import hashlib
@@ -48,7 +53,8 @@ class AvatarOwner:
 
 @dataclass(frozen=True, slots=True)
 class StoredAvatar:
-    customer: Customer
+    customer_id: uuid.UUID
+    version: int  # the customer's version after the change
     image: images.CleanImage
     url: str
 
@@ -85,17 +91,18 @@ def _our_key(storage: AvatarStorage, url: str | None, owner: AvatarOwner) -> str
     return key
 
 
-async def _set_avatar_url(
-    session: AsyncSession, *, owner: AvatarOwner, new_url: str | None, actor: Principal
-) -> tuple[Customer, str | None]:
-    """Point the customer at `new_url` with its events, in one transaction; returns (customer, old url)."""
+async def _lock(session: AsyncSession, owner: AvatarOwner) -> Customer:
+    """Begin a transaction holding the customer's row lock: avatar changes of one customer serialise."""
     customer = await customers_repository.get(session, owner.customer_id, for_update=True)
     if customer is None:
+        await session.rollback()
         raise CustomerNotFound(owner.customer_id)
+    return customer
+
+
+async def _point_at(session: AsyncSession, customer: Customer, *, new_url: str | None, actor: Principal) -> Customer:
+    """Set `avatar_url` on the locked row and write its events; commit. Returns the updated row."""
     old_url = customer.avatar_url
-    if old_url == new_url:
-        await session.commit()
-        return customer, old_url
     updated = await customers_repository.update_if_version(
         session, customer.id, expected_version=customer.version, values={"avatar_url": new_url}
     )
@@ -120,25 +127,35 @@ async def _set_avatar_url(
         fields={**common, "old_avatar_url": old_url, "new_avatar_url": new_url},
     )
     await session.commit()
-    return updated, old_url
+    return updated
 
 
-async def _forget_uncommitted(session: AsyncSession, storage: AvatarStorage, owner: AvatarOwner, key: str) -> None:
-    """After a failed commit: delete the new object unless the customer points at it anyway."""
-    new_url = storage.url_for(key)
+async def _rollback_quietly(session: AsyncSession) -> None:
     try:
         await session.rollback()
-        current = await customers_repository.get(session, owner.customer_id)
-        current_url = current.avatar_url if current is not None else None
-        await session.rollback()
+    except Exception as exc:  # the connection may be gone; the pool discards it
+        log.warning("avatar_rollback_failed", error=type(exc).__name__)
+
+
+async def _delete_unless_current(
+    session: AsyncSession, storage: AvatarStorage, owner: AvatarOwner, key: str, *, reason: str
+) -> None:
+    """Delete `key` unless the customer points at it, deciding and deleting under the row lock.
+
+    Keys are content addressed, so a concurrent upload of the same bytes may point the customer
+    at this very key again; holding the lock (uploads write their object under it too) means
+    the object is deleted only if no committed or in-flight upload wants it. When the database
+    cannot tell, the object is kept: an unreferenced object is harmless, a dangling URL is not.
+    """
+    url = storage.url_for(key)
+    try:
+        current = await customers_repository.get(session, owner.customer_id, for_update=True)
+        if current is None or current.avatar_url != url:
+            await _delete_quietly(storage, key, reason=reason)
+        await session.commit()  # releases the lock; commit (not rollback) keeps loaded rows usable
     except Exception as exc:
-        # We cannot tell whether the commit went through: an unreferenced object is harmless,
-        # a customer pointing at a deleted one is not. Keep it.
-        log.warning("avatar_commit_outcome_unknown", key=key, error=type(exc).__name__)
-        return
-    if current_url == new_url:
-        return
-    await _delete_quietly(storage, key, reason="commit_failed")
+        log.warning("avatar_object_kept", key=key, reason=reason, error=type(exc).__name__)
+        await _rollback_quietly(session)
 
 
 async def upload_avatar(
@@ -155,33 +172,46 @@ async def upload_avatar(
         partial(images.clean_avatar, data, max_dimension=max_dimension), limiter=_IMAGE_WORKERS
     )
     key = object_key(owner.business_id, owner.customer_id, image.sha256, image.format.ext)
-    try:
-        await storage.put(key, image.data, content_type=image.format.content_type)
-    except StorageError as exc:
-        log.error("avatar_store_failed", key=key, backend=storage.backend, error=str(exc))
-        raise AvatarStoreUnavailable("The avatar could not be stored; try again later.") from exc
     new_url = storage.url_for(key)
 
+    customer = await _lock(session, owner)
+    old_url = customer.avatar_url
     try:
-        customer, old_url = await _set_avatar_url(session, owner=owner, new_url=new_url, actor=actor)
-    except Exception:
-        await _forget_uncommitted(session, storage, owner, key)
-        raise
+        # Written under the row lock, before the commit that publishes its URL.
+        await storage.put(key, image.data, content_type=image.format.content_type)
+    except StorageError as exc:
+        await _rollback_quietly(session)
+        log.error("avatar_store_failed", key=key, backend=storage.backend, error=str(exc))
+        raise AvatarStoreUnavailable("The avatar could not be stored; try again later.") from exc
 
-    old_key = _our_key(storage, old_url, owner)
-    if old_key is not None and old_key != key:
-        await _delete_quietly(storage, old_key, reason="replaced")
+    if old_url == new_url:  # the same image again: nothing changes, no event
+        await session.commit()
+    else:
+        try:
+            customer = await _point_at(session, customer, new_url=new_url, actor=actor)
+        except Exception:
+            await _rollback_quietly(session)
+            await _delete_unless_current(session, storage, owner, key, reason="commit_failed")
+            raise
+        old_key = _our_key(storage, old_url, owner)
+        if old_key is not None:
+            await _delete_unless_current(session, storage, owner, old_key, reason="replaced")
     log.info("avatar_uploaded", customer_id=str(owner.customer_id), key=key, bytes=len(image.data))
-    return StoredAvatar(customer=customer, image=image, url=new_url)
+    return StoredAvatar(customer_id=customer.id, version=customer.version, image=image, url=new_url)
 
 
 async def remove_avatar(session: AsyncSession, *, customer: Customer, storage: AvatarStorage, actor: Principal) -> None:
     """Back to the generated avatar; the stored object (if ours) is deleted after the commit."""
     owner = AvatarOwner(customer_id=customer.id, business_id=customer.business_id)
-    _customer, old_url = await _set_avatar_url(session, owner=owner, new_url=None, actor=actor)
+    locked = await _lock(session, owner)
+    old_url = locked.avatar_url
+    if old_url is None:
+        await session.commit()
+        return
+    await _point_at(session, locked, new_url=None, actor=actor)
     old_key = _our_key(storage, old_url, owner)
     if old_key is not None:
-        await _delete_quietly(storage, old_key, reason="removed")
+        await _delete_unless_current(session, storage, owner, old_key, reason="removed")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,6 @@
 """Replacing and removing avatars: what happens to the objects, the pointer and the events."""
 
+import asyncio
 import uuid
 
 import httpx
@@ -53,6 +54,54 @@ async def test_uploading_the_same_image_again_changes_nothing(client, world, fet
     assert again == first
     assert (await client.get(first)).status_code == 200  # the object the customer points at survives
     assert await _avatar_events(fetch, customer["id"]) == [(None, first)]
+
+
+async def test_going_back_to_an_earlier_image_stores_it_again(client, world, fetch):
+    """A -> B -> A: A's object was deleted when B replaced it; the third upload writes it again."""
+    customer = await world.create_customer(client)
+    a, b = crafted.png(32, 32), crafted.png(48, 48)
+
+    first = await _upload(client, customer, world.admin, a)
+    second = await _upload(client, customer, world.admin, b)
+    third = await _upload(client, customer, world.admin, a)
+
+    assert third == first
+    assert (await client.get(third)).status_code == 200
+    assert (await client.get(second)).status_code == 404
+    assert await _avatar_events(fetch, customer["id"]) == [(None, first), (first, second), (second, first)]
+
+
+async def test_concurrent_changes_never_leave_a_dangling_url_or_an_orphan(client, world, fetch, app):
+    """Uploads (some of the same bytes) and a delete racing for one customer: whatever wins, the
+    customer points at an object that exists, and it is the only object left."""
+    customer = await world.create_customer(client)
+    a, b, c = crafted.png(32, 32), crafted.png(48, 48), crafted.png(40, 40)
+    await _upload(client, customer, world.admin, a)
+
+    async def post(data):
+        return await client.post(
+            f"/customers/{customer['id']}/avatar",
+            files={"file": ("x.png", data, "image/png")},
+            headers=world.admin.headers,
+        )
+
+    responses = await asyncio.gather(
+        post(b),
+        post(a),
+        client.delete(f"/customers/{customer['id']}/avatar", headers=world.admin.headers),
+        post(c),
+        post(a),
+    )
+
+    assert [r.status_code for r in responses] == [200, 200, 204, 200, 200]
+    url = await _avatar_url(fetch, customer["id"])
+    folder = app.state.avatar_storage.root / "avatars" / customer["business_id"] / customer["id"]
+    left = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+    if url is None:
+        assert left == []
+    else:
+        assert left == [url.rsplit("/", 1)[1]]
+        assert (await client.get(url)).status_code == 200
 
 
 async def test_a_failing_delete_of_the_old_object_is_logged_not_fatal(client, world, fetch, app, capsys):
