@@ -3,7 +3,7 @@
 The order keeps the database honest. The new object is written first, then `avatar_url` and the
 events are committed together; only a committed URL can point at an object, and it always points at
 one that exists. If the commit fails, the new object is deleted (unless the customer points at it
-after all: the same image uploaded twice, or a commit that went through while its reply was lost).
+after all: a commit that went through while its reply was lost).
 The object a new upload replaces is deleted only after the new URL is committed; a failure there
 leaves an unreferenced object behind (logged), never a customer without an image.
 
