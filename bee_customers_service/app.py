@@ -8,11 +8,15 @@ import anyio
 from fastapi import FastAPI
 
 from bee_customers_service import __version__, health
+from bee_customers_service.avatars.router import files_router as avatar_files_router
+from bee_customers_service.avatars.router import router as avatars_router
+from bee_customers_service.avatars.storage import storage_from_settings
 from bee_customers_service.core.config import Settings, get_settings
 from bee_customers_service.core.db import Database, resolve_database_url
 from bee_customers_service.core.errors import install_error_handlers
 from bee_customers_service.core.middleware import BodyLimitMiddleware, CorrelationIdMiddleware, RequestLogMiddleware
 from bee_customers_service.core.observability import configure_logging, install_metrics
+from bee_customers_service.core.ratelimit import RateLimiter
 from bee_customers_service.core.security import TokenVerifier
 from bee_customers_service.customers.router import router as customers_router
 from bee_customers_service.gdpr.router import router as gdpr_router
@@ -39,6 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.database = Database(url, settings)
         async with AsyncExitStack() as stack:
             stack.push_async_callback(app.state.database.dispose)
+            stack.push_async_callback(app.state.rate_limiter.close)
             for factory in _background_components(settings):
                 await stack.enter_async_context(factory(app))
             yield
@@ -54,6 +59,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.readiness_reporters: dict[str, ReadinessReporter] = {}
     # Async callables run before each /metrics scrape to refresh gauges (e.g. the outbox backlog).
     app.state.metrics_refreshers: list[Callable[[], Awaitable[None]]] = []
+    app.state.rate_limiter = RateLimiter(settings)
+    app.state.avatar_storage = storage_from_settings(settings)
 
     install_error_handlers(app)
     install_metrics(app, settings)
@@ -64,4 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(customers_router)
     app.include_router(gdpr_router)
+    app.include_router(avatars_router)
+    if settings.avatar_storage == "local":
+        app.include_router(avatar_files_router)
     return app

@@ -6,6 +6,7 @@ tested as it runs in production.
 """
 
 import asyncio
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from bee_customers_service.core.security import mint_token
 from tests.services import create_database, drop_database, postgres_server_url
 
 JWT_SECRET = "test-secret-0123456789abcdef0123456789abcdef"
+# Files the app writes (local avatars) go to a folder of this test session, removed at exit.
+_DATA_DIR = tempfile.TemporaryDirectory(prefix="bee-test-data-")
 
 
 @pytest.fixture(scope="session")
@@ -49,6 +52,7 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "rabbitmq_url": None,
         "relay_enabled": False,
         "database_pool_size": 5,
+        "data_dir": _DATA_DIR.name,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from bee_customers_service.app import create_app
+from tests.avatars import crafted
 from tests.conftest import make_settings, token_headers
 
 CALLERS = ("anonymous", "garbled", "expired", "self", "other_customer", "admin", "manager", "other_admin", "service")
@@ -85,6 +86,15 @@ ROUTES: list[Row] = [
     Row("GET", "/users/{user_id}/export", "self_or_service", 200),
     Row("DELETE", "/users/{user_id}", "self_or_service", 204),
     Row("GET", "/gdpr/requests/{request_id}", "admin_of_record_or_service", 200, prepare=_erasure_record),
+    Row(
+        "POST",
+        "/customers/{customer_id}/avatar",
+        "self_or_admin",
+        200,
+        extra={"files": {"file": ("me.png", crafted.png(), "image/png")}},
+    ),
+    Row("GET", "/customers/{customer_id}/avatar", "self_or_admin", 200),
+    Row("DELETE", "/customers/{customer_id}/avatar", "self_or_admin", 204),
 ]
 
 PUBLIC = {("GET", "/healthcheck"), ("GET", "/readyz")}

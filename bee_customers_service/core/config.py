@@ -4,7 +4,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Development-only signing secret: `make run` works out of the box, production refuses it.
@@ -61,6 +61,23 @@ class Settings(BaseSettings):
     relay_max_backoff_seconds: float = Field(default=30.0, gt=0)
     outbox_retention_hours: float = Field(default=72.0, gt=0)
 
+    # Rate limits (core/ratelimit.py). Redis shares the counters between replicas; unset -> in memory.
+    redis_url: str | None = None
+    ratelimit_enabled: bool = True
+    ratelimit_key_prefix: str = Field(default="bee-customers", min_length=1, max_length=64)
+
+    # Avatars (avatars/). `local` keeps files under `data_dir/avatars` and serves them at /avatars/...
+    avatar_storage: Literal["local", "s3"] = "local"
+    avatar_max_bytes: int = Field(default=1024 * 1024, ge=1024)
+    avatar_max_dimension: int = Field(default=4096, ge=16, le=16384)
+    avatar_upload_rate_limit: str = "10/hour"  # per customer, `limits` notation ("10/hour", "2/minute")
+    avatar_public_base_url: str | None = None  # CDN in front of the bucket (or of /avatars)
+    s3_bucket: str | None = None
+    s3_endpoint_url: str | None = None  # MinIO / SeaweedFS / other S3-compatible servers
+    s3_region: str | None = None
+    s3_access_key_id: str | None = None  # unset -> the usual AWS credential chain (env, profile, role)
+    s3_secret_access_key: SecretStr | None = None
+
     @model_validator(mode="after")
     def _refuse_dev_secret_in_production(self) -> "Settings":
         if self.environment == "production":
@@ -69,6 +86,20 @@ class Settings(BaseSettings):
             secret = self.jwt_secret.get_secret_value() if self.jwt_secret else None
             if secret == DEV_JWT_SECRET:
                 raise ValueError("BEE_JWT_SECRET must be set (or unset with a public key) in production")
+        return self
+
+    @field_validator("avatar_upload_rate_limit")
+    @classmethod
+    def _valid_rate_limit(cls, value: str) -> str:
+        import limits
+
+        limits.parse(value)  # ValueError on a malformed limit: refuse it at start-up, not per request
+        return value
+
+    @model_validator(mode="after")
+    def _s3_needs_a_bucket(self) -> "Settings":
+        if self.avatar_storage == "s3" and not self.s3_bucket:
+            raise ValueError("BEE_S3_BUCKET is required when BEE_AVATAR_STORAGE=s3")
         return self
 
     @property
