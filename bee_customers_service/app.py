@@ -16,7 +16,7 @@ from bee_customers_service.core.db import Database, resolve_database_url
 from bee_customers_service.core.errors import install_error_handlers
 from bee_customers_service.core.middleware import BodyLimitMiddleware, CorrelationIdMiddleware, RequestLogMiddleware
 from bee_customers_service.core.observability import configure_logging, install_metrics
-from bee_customers_service.core.ratelimit import RateLimiter
+from bee_customers_service.core.ratelimit import IpRateLimitMiddleware, RateLimiter
 from bee_customers_service.core.security import TokenVerifier
 from bee_customers_service.customers.router import router as customers_router
 from bee_customers_service.gdpr.router import router as gdpr_router
@@ -65,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     install_metrics(app, settings)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_body_bytes)
+    app.add_middleware(IpRateLimitMiddleware)
     app.add_middleware(RequestLogMiddleware)
     app.add_middleware(CorrelationIdMiddleware)  # added last = outermost: ids exist for everything
 

@@ -92,6 +92,28 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gdpr_cleanup(args: argparse.Namespace) -> int:
+    """Delete the stored objects of erasures whose object deletion failed (e.g. storage was down)."""
+    import asyncio
+
+    from bee_customers_service.avatars.storage import storage_from_settings
+    from bee_customers_service.core.db import Database, resolve_database_url
+    from bee_customers_service.gdpr import service as gdpr_service
+
+    async def run() -> int:
+        settings = get_settings()
+        database = Database(resolve_database_url(settings), settings)
+        try:
+            async with database.sessionmaker() as session:
+                waiting = await gdpr_service.retry_pending_objects(session, storage=storage_from_settings(settings))
+        finally:
+            await database.dispose()
+        print(f"erasure records still waiting for object deletion: {waiting}")
+        return 1 if waiting else 0
+
+    return asyncio.run(run())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bee-customers", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -116,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--business", type=uuid.UUID, action="append", default=[], help="repeatable business id")
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
     token.set_defaults(handler=_token)
+    cleanup = commands.add_parser("gdpr-cleanup", help="retry deleting objects of erased customers (cron)")
+    cleanup.set_defaults(handler=_gdpr_cleanup)
     return parser
 
 

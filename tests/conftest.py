@@ -52,6 +52,8 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "rabbitmq_url": None,
         "relay_enabled": False,
         "database_pool_size": 5,
+        # The whole suite comes from one client address: the per-IP guard has tests of its own.
+        "ip_rate_limit": None,
         "data_dir": _DATA_DIR.name,
     }
     values.update(overrides)
@@ -197,3 +199,26 @@ def fetch(engine: AsyncEngine) -> Callable[..., Any]:
             return [dict(row._mapping) for row in result]
 
     return run
+
+
+# Test suites may share one Redis server: every key of this session carries its own prefix.
+REDIS_SESSION_PREFIX = f"bee-test-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+async def redis_prefix() -> AsyncIterator[str]:
+    """A Redis key prefix of this test alone; its keys are removed afterwards."""
+    import redis.asyncio
+
+    from tests.services import REDIS_URL, require_service
+
+    require_service("Redis", REDIS_URL, 6379)
+    prefix = f"{REDIS_SESSION_PREFIX}-{uuid.uuid4().hex[:6]}"
+    yield prefix
+    client = redis.asyncio.Redis.from_url(REDIS_URL)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()

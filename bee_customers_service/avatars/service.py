@@ -91,6 +91,13 @@ def _our_key(storage: AvatarStorage, url: str | None, owner: AvatarOwner) -> str
     return key
 
 
+def owned_object_key(storage: AvatarStorage, customer: Customer) -> str | None:
+    """The stored object the customer's avatar_url points at, if it is the customer's own."""
+    return _our_key(
+        storage, customer.avatar_url, AvatarOwner(customer_id=customer.id, business_id=customer.business_id)
+    )
+
+
 async def _lock(session: AsyncSession, owner: AvatarOwner) -> Customer:
     """Begin a transaction holding the customer's row lock: avatar changes of one customer serialise."""
     customer = await customers_repository.get(session, owner.customer_id, for_update=True)

@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     avatar_max_bytes: int = Field(default=1024 * 1024, ge=1024)
     avatar_max_dimension: int = Field(default=4096, ge=16, le=16384)
     avatar_upload_rate_limit: str = "10/hour"  # per customer, `limits` notation ("10/hour", "2/minute")
+    # PATCH /customers/{id}: counted per caller AND per customer (anti profile-flood, spec 5.4).
+    patch_rate_limit: str = "30/minute"
+    # Global guard per client IP on every route but the probes and /metrics; None switches it off.
+    ip_rate_limit: str | None = "3000/minute"
     avatar_public_base_url: str | None = None  # CDN in front of the bucket (or of /avatars)
     s3_bucket: str | None = None
     s3_endpoint_url: str | None = None  # MinIO / SeaweedFS / other S3-compatible servers
@@ -88,12 +92,13 @@ class Settings(BaseSettings):
                 raise ValueError("BEE_JWT_SECRET must be set (or unset with a public key) in production")
         return self
 
-    @field_validator("avatar_upload_rate_limit")
+    @field_validator("avatar_upload_rate_limit", "patch_rate_limit", "ip_rate_limit")
     @classmethod
-    def _valid_rate_limit(cls, value: str) -> str:
+    def _valid_rate_limit(cls, value: str | None) -> str | None:
         import limits
 
-        limits.parse(value)  # ValueError on a malformed limit: refuse it at start-up, not per request
+        if value is not None:
+            limits.parse(value)  # ValueError on a malformed limit: refuse it at start-up, not per request
         return value
 
     @model_validator(mode="after")

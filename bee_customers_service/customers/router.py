@@ -2,11 +2,12 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header
+from fastapi import APIRouter, Depends, Header, Request
 from starlette.responses import Response
 
 from bee_customers_service.core.dependencies import SessionDep, SettingsDep, require_json
 from bee_customers_service.core.errors import PreconditionFailed
+from bee_customers_service.core.ratelimit import RateLimiter
 from bee_customers_service.core.responses import etag, json_response, parse_if_match
 from bee_customers_service.core.security import Principal, require_customer_or_admin_role, require_service
 from bee_customers_service.customers import service
@@ -49,11 +50,23 @@ async def get_customer(
     return json_response(view, headers={"ETag": etag(customer.version)})
 
 
+async def _patch_rate_limits(
+    request: Request,
+    customer: SelfOrAdminCustomer,
+    principal: Annotated[Principal, Depends(require_customer_or_admin_role)],
+) -> None:
+    """Anti-flood (spec 5.4): counted per customer and per caller, after authorization."""
+    limiter: RateLimiter = request.app.state.rate_limiter
+    limit = request.app.state.settings.patch_rate_limit
+    await limiter.hit("customer-patch", limit, str(customer.id))
+    await limiter.hit("caller-patch", limit, str(principal.user_id))
+
+
 @router.patch(
     "/{customer_id}",
     response_model=CustomerView,
     responses=_views,
-    dependencies=[Depends(require_json)],
+    dependencies=[Depends(require_json), Depends(_patch_rate_limits)],
     summary="Update a profile (partial; honours If-Match)",
 )
 async def update_customer(

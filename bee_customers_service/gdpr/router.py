@@ -4,7 +4,7 @@ import uuid
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from bee_customers_service.core.dependencies import PrincipalDep, SessionDep, SettingsDep
@@ -42,11 +42,14 @@ async def export_customer(
 
 @router.delete("/customers/{customer_id}", status_code=204, summary="Erase a customer (GDPR)")
 async def erase_customer(
+    request: Request,
     customer: SelfOrAdminCustomer,
     session: SessionDep,
     principal: Annotated[Principal, Depends(require_customer_or_admin_role)],
 ) -> Response:
-    record = await service.erase_customer(session, customer=customer, actor=principal)
+    record = await service.erase_customer(
+        session, customer=customer, actor=principal, storage=request.app.state.avatar_storage
+    )
     return _erased(record.id)
 
 
@@ -60,9 +63,11 @@ async def export_user(
 
 
 @router.delete("/users/{user_id}", status_code=204, summary="Erase a user's profiles in every business")
-async def erase_user(user_id: uuid.UUID, session: SessionDep, principal: PrincipalDep) -> Response:
+async def erase_user(request: Request, user_id: uuid.UUID, session: SessionDep, principal: PrincipalDep) -> Response:
     require_self_or_service(principal, user_id)
-    record = await service.erase_user(session, user_id=user_id, actor=principal)
+    record = await service.erase_user(
+        session, user_id=user_id, actor=principal, storage=request.app.state.avatar_storage
+    )
     return _erased(record.id) if record is not None else Response(status_code=204)
 
 

@@ -10,9 +10,12 @@ import structlog
 from pydantic_core import to_jsonable_python
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bee_customers_service.avatars.service import owned_object_key
+from bee_customers_service.avatars.storage import AvatarStorage, StorageError
 from bee_customers_service.core.config import Settings
-from bee_customers_service.core.errors import Forbidden, NotFound
+from bee_customers_service.core.errors import CustomerNotFound, Forbidden, NotFound
 from bee_customers_service.core.security import Principal
+from bee_customers_service.customers import repository as customers_repository
 from bee_customers_service.customers.models import Customer
 from bee_customers_service.customers.schemas import CustomerView
 from bee_customers_service.events import outbox
@@ -24,6 +27,7 @@ EVENT_DELETED = "v1.customer.deleted"
 EXPORT_FORMAT = "bee_customers_service.export.v1"
 
 audit_log = structlog.get_logger("bee_customers_service.audit")
+log = structlog.get_logger(__name__)
 
 
 class GdprRequestNotFound(NotFound):
@@ -96,11 +100,17 @@ async def erase(
     scope: str,
     subject_user_id: uuid.UUID,
     actor: Principal,
+    storage: AvatarStorage,
 ) -> GdprRequest:
-    """Erase these customers' rows and record it, in one transaction with their deleted events."""
+    """Erase these customers' rows and record it, in one transaction with their deleted events.
+
+    Stored avatar objects are deleted after the commit. Until they are, the record says
+    `pending_object_cleanup` and lists their keys, so a storage outage leaves a retryable record
+    (`bee-customers gdpr-cleanup`), never a half-erased customer that the API still shows.
+    """
     customer_ids = [customer.id for customer in customers]
+    pending_objects = [key for customer in customers if (key := owned_object_key(storage, customer))]
     counts = await repository.erase_rows(session, customer_ids)
-    pending_objects: list[str] = []
     record = GdprRequest(
         id=uuid.uuid4(),
         kind="erasure",
@@ -131,6 +141,8 @@ async def erase(
             },
         )
     await session.commit()
+    if pending_objects:
+        await delete_pending_objects(session, record=record, storage=storage)
     audit_log.info(
         "audit",
         audit_event="gdpr.erasure",
@@ -143,17 +155,54 @@ async def erase(
     return record
 
 
-async def erase_customer(session: AsyncSession, *, customer: Customer, actor: Principal) -> GdprRequest:
-    return await erase(session, customers=[customer], scope="customer", subject_user_id=customer.user_id, actor=actor)
+async def erase_customer(
+    session: AsyncSession, *, customer: Customer, actor: Principal, storage: AvatarStorage
+) -> GdprRequest:
+    # Under the row lock: an avatar upload of this customer either finished before or finds it gone.
+    locked = await customers_repository.get(session, customer.id, for_update=True)
+    if locked is None:
+        raise CustomerNotFound(customer.id)
+    return await erase(
+        session, customers=[locked], scope="customer", subject_user_id=locked.user_id, actor=actor, storage=storage
+    )
 
 
-async def erase_user(session: AsyncSession, *, user_id: uuid.UUID, actor: Principal) -> GdprRequest | None:
+async def erase_user(
+    session: AsyncSession, *, user_id: uuid.UUID, actor: Principal, storage: AvatarStorage
+) -> GdprRequest | None:
     """Erase the user's profile in every business; None when there is nothing (left) to erase."""
     customers = await repository.customers_of_user(session, user_id, for_update=True)
     if not customers:
         await session.rollback()
         return None
-    return await erase(session, customers=customers, scope="user", subject_user_id=user_id, actor=actor)
+    return await erase(
+        session, customers=customers, scope="user", subject_user_id=user_id, actor=actor, storage=storage
+    )
+
+
+async def delete_pending_objects(session: AsyncSession, *, record: GdprRequest, storage: AvatarStorage) -> None:
+    """Delete the record's remaining objects; completes the record once none is left."""
+    remaining: list[str] = []
+    for key in record.pending_objects:
+        try:
+            await storage.delete(key)
+        except StorageError as exc:
+            remaining.append(key)
+            log.warning("gdpr_object_not_deleted", gdpr_request_id=str(record.id), key=key, error=str(exc))
+    record.pending_objects = remaining
+    if not remaining:
+        record.status = STATUS_COMPLETED
+        record.completed_at = datetime.now(UTC)
+    await session.commit()
+
+
+async def retry_pending_objects(session: AsyncSession, *, storage: AvatarStorage) -> int:
+    """Retry every record still waiting for object deletion; returns how many are still waiting."""
+    waiting = 0
+    for record in await repository.requests_with_pending_objects(session):
+        await delete_pending_objects(session, record=record, storage=storage)
+        waiting += bool(record.pending_objects)
+    return waiting
 
 
 async def get_request(session: AsyncSession, *, request_id: uuid.UUID, principal: Principal) -> GdprRequest:

@@ -3,16 +3,12 @@
 import uuid
 from contextlib import asynccontextmanager
 
-import pytest
 import redis.asyncio
 
 from bee_customers_service.app import create_app
 from tests.avatars import crafted
 from tests.conftest import client_for, make_settings, running_app
-from tests.services import REDIS_URL, require_service
-
-# Other engineers' suites share the Redis server: every key of this session carries its own prefix.
-SESSION_PREFIX = f"bee-test-{uuid.uuid4().hex[:10]}"
+from tests.services import REDIS_URL
 
 
 @asynccontextmanager
@@ -80,20 +76,6 @@ async def test_limits_can_be_switched_off(database_url, world):
         customer = await world.create_customer(client)
         for width in (16, 17, 18):
             assert (await _upload(client, customer, world.admin, width)).status_code == 200
-
-
-@pytest.fixture
-async def redis_prefix():
-    require_service("Redis", REDIS_URL, 6379)
-    prefix = f"{SESSION_PREFIX}-{uuid.uuid4().hex[:6]}"
-    yield prefix
-    client = redis.asyncio.Redis.from_url(REDIS_URL)
-    try:
-        keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
 
 
 async def test_replicas_share_the_count_through_redis(database_url, world, redis_prefix):

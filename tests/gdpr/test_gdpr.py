@@ -195,3 +195,59 @@ async def test_late_events_do_not_resurrect_by_default(client, world, app, datab
     assert never is False
     assert after_zero_days is True
     assert other_business is True
+
+
+async def _upload_avatar(client, world, customer) -> str:
+    from tests.avatars import crafted
+
+    response = await client.post(
+        f"/customers/{customer['id']}/avatar",
+        headers=world.admin.headers,
+        files={"file": ("me.png", crafted.png(), "image/png")},
+    )
+    assert response.status_code == 200, response.text
+    return response.json()["avatar_url"]
+
+
+async def test_erasure_deletes_the_stored_avatar_object(client, world, app):
+    mine = await world.create_customer(client)
+    url = await _upload_avatar(client, world, mine)
+    storage = app.state.avatar_storage
+    path = storage.path_for(storage.key_for(url))
+    assert path.exists()
+
+    erased = await client.delete(f"/customers/{mine['id']}", headers=world.admin.headers)
+
+    assert erased.status_code == 204
+    assert not path.exists()
+    record = (await client.get(erased.headers["Location"], headers=world.admin.headers)).json()
+    assert record["status"] == "completed" and record["pending_objects"] == []
+
+
+async def test_storage_failure_leaves_a_retryable_record_not_a_half_erased_customer(client, world, app):
+    mine = await world.create_customer(client)
+    url = await _upload_avatar(client, world, mine)
+    storage = app.state.avatar_storage
+    key = storage.key_for(url)
+    path = storage.path_for(key)
+    # A real storage failure: the object's path is now a non-empty directory, which unlink refuses.
+    path.unlink()
+    path.mkdir()
+    (path / "blocker").write_text("x")
+
+    erased = await client.delete(f"/customers/{mine['id']}", headers=world.admin.headers)
+
+    assert erased.status_code == 204  # the rows are gone in any case ...
+    assert (await client.get(f"/customers/{mine['id']}", headers=world.admin.headers)).status_code == 404
+    record = (await client.get(erased.headers["Location"], headers=world.admin.headers)).json()
+    assert record["status"] == "pending_object_cleanup"  # ... and the record says what is left to do
+    assert record["pending_objects"] == [key]
+
+    (path / "blocker").unlink()
+    path.rmdir()  # storage is back
+    async with app.state.database.sessionmaker() as session:
+        waiting = await gdpr_service.retry_pending_objects(session, storage=storage)
+    assert waiting == 0
+    record = (await client.get(erased.headers["Location"], headers=world.admin.headers)).json()
+    assert record["status"] == "completed" and record["pending_objects"] == []
+    assert record["completed_at"] is not None
