@@ -8,6 +8,8 @@ import anyio
 from fastapi import FastAPI
 
 from bee_customers_service import __version__, health
+from bee_customers_service.activity.consumer import activity_component
+from bee_customers_service.activity.router import router as activity_router
 from bee_customers_service.core.config import Settings, get_settings
 from bee_customers_service.core.db import Database, resolve_database_url
 from bee_customers_service.core.errors import install_error_handlers
@@ -24,7 +26,10 @@ ReadinessReporter = Callable[[], Awaitable[dict[str, Any]]]
 
 def _background_components(settings: Settings) -> list[BackgroundFactory]:
     """What runs beside the API in `serve`; each issue that adds a worker registers it here."""
-    return []
+    components: list[BackgroundFactory] = []
+    if settings.activity_consumer_enabled and settings.rabbitmq_url:
+        components.append(activity_component)
+    return components
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -58,4 +63,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(health.router)
     app.include_router(customers_router)
+    app.include_router(activity_router)
     return app

@@ -47,6 +47,7 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "jwt_secret": JWT_SECRET,
         "rabbitmq_url": None,
         "relay_enabled": False,
+        "activity_consumer_enabled": False,
         "database_pool_size": 5,
     }
     values.update(overrides)

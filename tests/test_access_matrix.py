@@ -93,6 +93,9 @@ ROUTES: list[Row] = [
     Row("POST", "/customers", "service", 201, body=_new_profile),
     Row("GET", "/customers/{customer_id}", "self_or_admin", 200),
     Row("PATCH", "/customers/{customer_id}", "self_or_admin", 200, body=lambda c: {"full_name": "Renamed"}),
+    Row("GET", "/customers/{customer_id}/stats", "self_or_admin", 200),
+    Row("GET", "/customers/{customer_id}/history", "self_or_admin", 200),
+    Row("POST", "/customers/{customer_id}/stats/recompute", "admin_of_customer", 200),
 ]
 
 PUBLIC = {("GET", "/healthcheck"), ("GET", "/readyz")}

@@ -51,6 +51,22 @@ class Settings(BaseSettings):
     relay_max_backoff_seconds: float = Field(default=30.0, gt=0)
     outbox_retention_hours: float = Field(default=72.0, gt=0)
 
+    # Activity: the orders and scheduling services' events consumed into history and statistics
+    # (activity/consumer.py, docs/events.md).
+    orders_exchange: str = "bee.orders.events"
+    scheduling_exchange: str = "bee.scheduling.events"
+    activity_queue: str = "bee.customers.activity"
+    activity_dead_letter_exchange: str = "bee.customers.activity.dlx"
+    activity_dead_letter_queue: str = "bee.customers.activity.dlq"
+    activity_consumer_enabled: bool = True
+    activity_prefetch: int = Field(default=400, ge=1, le=65535)
+    activity_concurrency: int = Field(default=4, ge=1, le=64)
+    activity_batch_size: int = Field(default=100, ge=1, le=1000)
+    activity_batch_linger_ms: int = Field(default=20, ge=0, le=1000)
+    activity_retry_delay_ms: int = Field(default=10_000, ge=10)
+    activity_max_attempts: int = Field(default=8, ge=1, le=100)
+    stats_window_months: int = Field(default=6, ge=1, le=60)
+
     @model_validator(mode="after")
     def _refuse_dev_secret_in_production(self) -> "Settings":
         if self.environment == "production":
