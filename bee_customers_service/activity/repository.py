@@ -68,7 +68,7 @@ _ACTIVITY_COLUMNS = (
 
 _LOAD_ACTIVITY = text(
     f"""
-    SELECT {_ACTIVITY_COLUMNS}
+    SELECT {", ".join("a." + column.strip() for column in _ACTIVITY_COLUMNS.split(","))}
     FROM customer_activity a
     JOIN unnest(:business_ids, :kinds, :external_ids) AS k(business_id, kind, external_id)
       ON a.business_id = k.business_id AND a.kind = k.kind AND a.external_id = k.external_id
