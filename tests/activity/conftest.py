@@ -8,7 +8,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -116,18 +116,18 @@ class Feed:
             routing_key=routing_key,
         )
 
-    async def send(self, *messages: tuple[str, dict[str, Any] | bytes], timeout: float = 20.0) -> None:
+    async def send(self, *messages: tuple[str, dict[str, Any] | bytes], within: float = 20.0) -> None:
         """Publish messages in order and wait until the consumer has settled that many more."""
         target = self.settled() + len(messages)
         for routing_key, body in messages:
             await self.publish(routing_key, body)
-        await self.wait_settled(target, timeout=timeout)
+        await self.wait_settled(target, within=within)
 
-    async def wait_settled(self, target: int, *, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
+    async def wait_settled(self, target: int, *, within: float = 20.0) -> None:
+        deadline = time.monotonic() + within
         while self.settled() < target:
             if time.monotonic() > deadline:
-                raise AssertionError(f"the consumer settled {self.settled()} of {target} messages in {timeout}s")
+                raise AssertionError(f"the consumer settled {self.settled()} of {target} messages in {within}s")
             await asyncio.sleep(0.02)
 
     async def dead_letters(self) -> list[DeadLetter]:
@@ -154,15 +154,3 @@ async def feed(consumer: ActivityConsumer, activity_settings: Settings) -> Async
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
         yield Feed(activity_settings, channel, consumer)
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], *, timeout: float = 20.0) -> Any:
-    """Poll `check` until it stops raising AssertionError (bounded)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return await check()
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.05)

@@ -119,7 +119,9 @@ async def test_a_redelivered_event_changes_nothing(client, world, feed, fetch):
 
     stats = await _stats(client, world, customer)
     assert (stats["total_orders"], stats["lifetime_value"]) == (1, 75.0)
-    rows = await fetch("SELECT count(*) AS n FROM processed_events WHERE event_id = :id", id=uuid.UUID(body["event_id"]))
+    rows = await fetch(
+        "SELECT count(*) AS n FROM processed_events WHERE event_id = :id", id=uuid.UUID(body["event_id"])
+    )
     assert rows[0]["n"] == 1
 
 
@@ -158,9 +160,7 @@ async def test_a_late_booking_does_not_undo_a_completed_appointment(client, worl
     starts = NOW - timedelta(days=1)
     await feed.send(appointment("completed", customer, appointment_id=appointment_id, starts_at=starts))
     await feed.send(
-        appointment(
-            "booked", customer, appointment_id=appointment_id, starts_at=starts, at=starts - timedelta(days=20)
-        )
+        appointment("booked", customer, appointment_id=appointment_id, starts_at=starts, at=starts - timedelta(days=20))
     )
     stats = await _stats(client, world, customer)
     assert (stats["total_appointments"], stats["upcoming_appointments"]) == (1, 0)
@@ -174,7 +174,9 @@ async def test_an_unknown_customer_with_a_snapshot_gets_a_profile(client, world,
     snapshot = {"full_name": "Ioana Marin", "email": "Ioana@Example.com", "phone": "0722 000 111"}
     await feed.send(order_completed(stranger, total="42.00", snapshot=snapshot))
 
-    [row] = await fetch("SELECT id FROM customers WHERE user_id = :u AND business_id = :b", u=user_id, b=world.business_id)
+    [row] = await fetch(
+        "SELECT id FROM customers WHERE user_id = :u AND business_id = :b", u=user_id, b=world.business_id
+    )
     profile = await client.get(f"/customers/{row['id']}", headers=world.admin.headers)
     assert profile.status_code == 200
     assert (profile.json()["full_name"], profile.json()["email"], profile.json()["phone"]) == (
