@@ -8,21 +8,29 @@ from typing import Any
 from sqlalchemy import bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.types import String
+from sqlalchemy.types import DateTime, Numeric, String
 
 from bee_customers_service.activity.state import ActivityState
 
 _UUIDS = ARRAY(UUID(as_uuid=True))
 _TEXTS = ARRAY(String())
+_TIMES = ARRAY(DateTime(timezone=True))
+_MONEY = ARRAY(Numeric(12, 2))
 
+# Every writer locks customer rows in (business_id, user_id) order, so two transactions never wait
+# on each other in a cycle. The LATERAL ... LIMIT 1 makes PostgreSQL lock row by row, in the order
+# of the arrays, through the unique index (a hash join would scan the whole table).
 _LOCK_CUSTOMERS = text(
     """
     SELECT c.id, c.business_id, c.user_id
-    FROM customers c
-    JOIN unnest(:business_ids, :user_ids) AS k(business_id, user_id)
-      ON c.business_id = k.business_id AND c.user_id = k.user_id
-    ORDER BY c.id
-    FOR UPDATE OF c
+    FROM unnest(:business_ids, :user_ids) WITH ORDINALITY AS k(business_id, user_id, n)
+    CROSS JOIN LATERAL (
+        SELECT id, business_id, user_id FROM customers
+        WHERE user_id = k.user_id AND business_id = k.business_id
+        LIMIT 1
+        FOR UPDATE
+    ) c
+    ORDER BY k.n
     """
 ).bindparams(bindparam("business_ids", type_=_UUIDS), bindparam("user_ids", type_=_UUIDS))
 
@@ -30,7 +38,7 @@ _LOCK_CUSTOMERS = text(
 async def lock_customers_by_user(
     session: AsyncSession, pairs: Iterable[tuple[uuid.UUID, uuid.UUID]]
 ) -> dict[tuple[uuid.UUID, uuid.UUID], uuid.UUID]:
-    """Lock the profiles of (business_id, user_id) pairs, in id order (no deadlocks between
+    """Lock the profiles of (business_id, user_id) pairs, in that order (no deadlocks between
     consumers); returns the customer id of each pair that has a profile."""
     pairs = sorted(set(pairs))
     if not pairs:
@@ -68,11 +76,14 @@ _ACTIVITY_COLUMNS = (
 
 _LOAD_ACTIVITY = text(
     f"""
-    SELECT {", ".join("a." + column.strip() for column in _ACTIVITY_COLUMNS.split(","))}
-    FROM customer_activity a
-    JOIN unnest(:business_ids, :kinds, :external_ids) AS k(business_id, kind, external_id)
-      ON a.business_id = k.business_id AND a.kind = k.kind AND a.external_id = k.external_id
-    FOR UPDATE OF a
+    SELECT a.*
+    FROM unnest(:business_ids, :kinds, :external_ids) AS k(business_id, kind, external_id)
+    CROSS JOIN LATERAL (
+        SELECT {_ACTIVITY_COLUMNS} FROM customer_activity
+        WHERE business_id = k.business_id AND kind = k.kind AND external_id = k.external_id
+        LIMIT 1
+        FOR UPDATE
+    ) a
     """  # noqa: S608 (a constant column list, no input)
 ).bindparams(
     bindparam("business_ids", type_=_UUIDS), bindparam("kinds", type_=_TEXTS), bindparam("external_ids", type_=_TEXTS)
@@ -96,8 +107,10 @@ async def load_activity(
 _UPSERT_ACTIVITY = text(
     f"""
     INSERT INTO customer_activity ({_ACTIVITY_COLUMNS})
-    VALUES (:business_id, :customer_id, :kind, :external_id, :status, :occurred_at, :status_at, :amount,
-            :returned_amount, :currency, :completed_at, :returned_at, :cancelled_at)
+    SELECT * FROM unnest(
+        :business_id, :customer_id, :kind, :external_id, :status, :occurred_at, :status_at, :amount,
+        :returned_amount, :currency, :completed_at, :returned_at, :cancelled_at
+    )
     ON CONFLICT (business_id, kind, external_id) DO UPDATE SET
         status = excluded.status,
         occurred_at = excluded.occurred_at,
@@ -110,32 +123,31 @@ _UPSERT_ACTIVITY = text(
         cancelled_at = excluded.cancelled_at,
         updated_at = now()
     """  # noqa: S608 (a constant column list, no input)
+).bindparams(
+    bindparam("business_id", type_=_UUIDS),
+    bindparam("customer_id", type_=_UUIDS),
+    bindparam("kind", type_=_TEXTS),
+    bindparam("external_id", type_=_TEXTS),
+    bindparam("status", type_=_TEXTS),
+    bindparam("occurred_at", type_=_TIMES),
+    bindparam("status_at", type_=_TIMES),
+    bindparam("amount", type_=_MONEY),
+    bindparam("returned_amount", type_=_MONEY),
+    bindparam("currency", type_=_TEXTS),
+    bindparam("completed_at", type_=_TIMES),
+    bindparam("returned_at", type_=_TIMES),
+    bindparam("cancelled_at", type_=_TIMES),
 )
+_STATE_FIELDS = tuple(column.strip() for column in _ACTIVITY_COLUMNS.split(","))
 
 
 async def save_activity(session: AsyncSession, states: Sequence[ActivityState]) -> None:
-    """Write the final states (one statement, executed for all rows in one pipeline)."""
+    """Write the final states in one statement (each key appears once: the caller folded them)."""
     if not states:
         return
-    rows = [
-        {
-            "business_id": s.business_id,
-            "customer_id": s.customer_id,
-            "kind": s.kind,
-            "external_id": s.external_id,
-            "status": s.status,
-            "occurred_at": s.occurred_at,
-            "status_at": s.status_at,
-            "amount": s.amount,
-            "returned_amount": s.returned_amount,
-            "currency": s.currency,
-            "completed_at": s.completed_at,
-            "returned_at": s.returned_at,
-            "cancelled_at": s.cancelled_at,
-        }
-        for s in states
-    ]
-    await session.execute(_UPSERT_ACTIVITY, rows)
+    await session.execute(
+        _UPSERT_ACTIVITY, {name: [getattr(state, name) for state in states] for name in _STATE_FIELDS}
+    )
 
 
 # Which rows count for what (docs/events.md, "Statistics"): an order counts once completed and not
@@ -166,9 +178,9 @@ _RECOMPUTE = text(
                 AS first_appointment_date,
             count(a.id) FILTER (WHERE a.kind = 'appointment' AND a.status = 'cancelled') AS cancelled_appointments,
             count(a.id) FILTER (WHERE a.kind = 'appointment' AND a.status = 'no_show') AS no_shows
-        FROM customers c
-        LEFT JOIN customer_activity a ON a.customer_id = c.id
-        WHERE c.id = ANY(:customer_ids)
+        FROM unnest(:customer_ids) AS i(id)
+        CROSS JOIN LATERAL (SELECT id, business_id FROM customers WHERE id = i.id LIMIT 1) c
+        LEFT JOIN LATERAL (SELECT * FROM customer_activity WHERE customer_id = c.id) a ON true
         GROUP BY c.id, c.business_id
     ),
     updated AS (
@@ -180,6 +192,10 @@ _RECOMPUTE = text(
             lifetime_value = agg.lifetime_value
         FROM agg
         WHERE c.id = agg.customer_id
+          -- unchanged rows are not rewritten (no dead tuple, no index churn)
+          AND (c.total_orders, c.total_appointments, c.last_order_date, c.last_appointment_date, c.lifetime_value)
+              IS DISTINCT FROM (agg.total_orders, agg.total_appointments, agg.last_order_date,
+                                agg.last_appointment_date, agg.lifetime_value)
         RETURNING c.id
     )
     INSERT INTO customer_history (
@@ -199,6 +215,12 @@ _RECOMPUTE = text(
         no_shows = excluded.no_shows,
         returned_amount = excluded.returned_amount,
         updated_at = now()
+    WHERE (customer_history.business_id, customer_history.first_order_date, customer_history.first_appointment_date,
+           customer_history.returned_orders, customer_history.cancelled_appointments, customer_history.cancelled_orders,
+           customer_history.no_shows, customer_history.returned_amount)
+          IS DISTINCT FROM (excluded.business_id, excluded.first_order_date, excluded.first_appointment_date,
+           excluded.returned_orders, excluded.cancelled_appointments, excluded.cancelled_orders,
+           excluded.no_shows, excluded.returned_amount)
     """  # noqa: S608 (constant filters, no input)
 ).bindparams(bindparam("customer_ids", type_=_UUIDS))
 
@@ -215,7 +237,7 @@ async def recompute(session: AsyncSession, customer_ids: Iterable[uuid.UUID]) ->
 
 async def lock_customers(session: AsyncSession, customer_ids: Sequence[uuid.UUID]) -> None:
     await session.execute(
-        text("SELECT id FROM customers WHERE id = ANY(:ids) ORDER BY id FOR UPDATE").bindparams(
+        text("SELECT id FROM customers WHERE id = ANY(:ids) ORDER BY business_id, user_id FOR UPDATE").bindparams(
             bindparam("ids", type_=_UUIDS)
         ),
         {"ids": list(customer_ids)},

@@ -59,10 +59,10 @@ class Settings(BaseSettings):
     activity_dead_letter_exchange: str = "bee.customers.activity.dlx"
     activity_dead_letter_queue: str = "bee.customers.activity.dlq"
     activity_consumer_enabled: bool = True
-    activity_prefetch: int = Field(default=400, ge=1, le=65535)
-    activity_concurrency: int = Field(default=4, ge=1, le=64)
-    activity_batch_size: int = Field(default=100, ge=1, le=1000)
-    activity_batch_linger_ms: int = Field(default=20, ge=0, le=1000)
+    activity_prefetch: int = Field(default=1000, ge=1, le=65535)
+    activity_concurrency: int = Field(default=2, ge=1, le=64)
+    activity_batch_size: int = Field(default=250, ge=1, le=5000)
+    activity_batch_linger_ms: int = Field(default=50, ge=0, le=5000)
     activity_retry_delay_ms: int = Field(default=10_000, ge=10)
     activity_max_attempts: int = Field(default=8, ge=1, le=100)
     stats_window_months: int = Field(default=6, ge=1, le=60)
