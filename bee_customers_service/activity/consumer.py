@@ -118,39 +118,74 @@ def _short_error(exc: BaseException) -> str:
 
 
 class AckWindow:
-    """Acknowledges settled deliveries with one `basic.ack(multiple=True)` per contiguous run.
+    """Acknowledges settled deliveries of ONE channel with one `basic.ack(multiple=True)` per
+    contiguous run of settled delivery tags.
 
     Workers settle messages out of order; a delivery tag is acknowledged (with every tag below
     it) only once all of them are settled, so nothing is acknowledged before its commit. One
     frame per batch instead of one per message: per-message acks were the consumer's bottleneck.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, channel: Any) -> None:
+        self.channel = channel
         self._entries: OrderedDict[int, list[Any]] = OrderedDict()  # tag -> [message, settled, to_ack]
-        self._lock = asyncio.Lock()
 
     def add(self, message: AbstractIncomingMessage) -> None:
         self._entries[message.delivery_tag or 0] = [message, False, False]
 
     def settle(self, message: AbstractIncomingMessage, *, ack: bool) -> None:
         entry = self._entries.get(message.delivery_tag or 0)
-        if entry is not None:
+        if entry is not None and entry[0] is message:
             entry[1], entry[2] = True, ack
 
-    def __len__(self) -> int:
-        return len(self._entries)
+    def take_ready(self) -> AbstractIncomingMessage | None:
+        """Drop the settled prefix; the last message in it that needs an ack (None if none)."""
+        last: AbstractIncomingMessage | None = None
+        while self._entries:
+            message, settled, to_ack = next(iter(self._entries.values()))
+            if not settled:
+                break
+            self._entries.popitem(last=False)
+            if to_ack:
+                last = message
+        return last
+
+
+class AckTracker:
+    """One AckWindow per underlying AMQP channel: after a reconnect the delivery tags start
+    again at 1 on a new channel, and the old channel's messages can no longer be acknowledged."""
+
+    def __init__(self) -> None:
+        self._windows: dict[int, AckWindow] = {}
+        self._lock = asyncio.Lock()
+
+    def _window(self, message: AbstractIncomingMessage) -> AckWindow | None:
+        try:
+            channel = message.channel
+        except Exception:  # closed: RabbitMQ has requeued its unacknowledged messages already
+            return None
+        window = self._windows.get(id(channel))
+        if window is None or window.channel is not channel:
+            self._windows = {k: w for k, w in self._windows.items() if not w.channel.is_closed}
+            window = self._windows[id(channel)] = AckWindow(channel)
+        return window
+
+    def add(self, message: AbstractIncomingMessage) -> None:
+        window = self._window(message)
+        if window is not None:
+            window.add(message)
+
+    def settle(self, message: AbstractIncomingMessage, *, ack: bool) -> None:
+        window = self._window(message)
+        if window is not None:
+            window.settle(message, ack=ack)
 
     async def flush(self) -> None:
-        async with self._lock:  # acks must leave in tag order
-            last: AbstractIncomingMessage | None = None
-            while self._entries:
-                message, settled, to_ack = next(iter(self._entries.values()))
-                if not settled:
-                    break
-                self._entries.popitem(last=False)
-                if to_ack:
-                    last = message
-            if last is not None:
+        async with self._lock:  # acks of one channel must leave in tag order
+            for window in list(self._windows.values()):
+                last = window.take_ready()
+                if last is None:
+                    continue
                 try:
                     await last.ack(multiple=True)
                 except Exception as exc:  # the channel died after our commit: redeliveries are duplicates
@@ -170,7 +205,7 @@ class ActivityConsumer:
         self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
         self._buffers: list[asyncio.Queue[Delivery]] = self._new_buffers()
-        self._acks = AckWindow()
+        self._acks = AckTracker()
         self._workers: list[asyncio.Task[None]] = []
         self._in_flight = 0
 
@@ -214,7 +249,7 @@ class ActivityConsumer:
         self._connection = self._channel = self._queue = None
         self._consumer_tag = None
         self._buffers = self._new_buffers()  # leftovers belong to the closed channel: RabbitMQ redelivers them
-        self._acks = AckWindow()
+        self._acks = AckTracker()
         self.connected = False
 
     async def stop(self, *, drain_timeout: float = 10.0) -> None:

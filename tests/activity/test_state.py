@@ -94,3 +94,28 @@ def test_parse_reads_naive_times_as_utc_and_refuses_what_it_cannot_read():
     refused = parse("v1.order.completed", body.replace(b"12.5", b"-3"))
     assert isinstance(refused, Rejected)
     assert refused.reason.startswith("invalid payload: total:")
+
+
+class _Delivery:
+    def __init__(self, tag):
+        self.delivery_tag = tag
+
+
+def test_the_ack_window_acknowledges_only_a_fully_settled_prefix():
+    from bee_customers_service.activity.consumer import AckWindow
+
+    window = AckWindow(channel=None)
+    deliveries = [_Delivery(tag) for tag in range(1, 7)]
+    for delivery in deliveries:
+        window.add(delivery)
+    window.settle(deliveries[2], ack=True)  # tag 3 settled, but 1 and 2 are still being applied
+    assert window.take_ready() is None
+    window.settle(deliveries[0], ack=True)
+    window.settle(deliveries[1], ack=False)  # rejected on its own: needs no ack
+    assert window.take_ready() is deliveries[2]  # one multiple-ack up to tag 3
+    window.settle(deliveries[4], ack=True)
+    assert window.take_ready() is None  # tag 4 still open
+    window.settle(deliveries[3], ack=False)
+    assert window.take_ready() is deliveries[4]
+    window.settle(_Delivery(6), ack=True)  # another message object with the same tag (a new channel)
+    assert window.take_ready() is None
