@@ -8,6 +8,8 @@ import anyio
 from fastapi import FastAPI
 
 from bee_customers_service import __version__, health
+from bee_customers_service.activity.consumer import activity_component
+from bee_customers_service.activity.router import router as activity_router
 from bee_customers_service.avatars.router import files_router as avatar_files_router
 from bee_customers_service.avatars.router import router as avatars_router
 from bee_customers_service.avatars.storage import storage_from_settings
@@ -29,7 +31,10 @@ ReadinessReporter = Callable[[], Awaitable[dict[str, Any]]]
 
 def _background_components(settings: Settings) -> list[BackgroundFactory]:
     """What runs beside the API in `serve`; each issue that adds a worker registers it here."""
-    return []
+    components: list[BackgroundFactory] = []
+    if settings.activity_consumer_enabled and settings.rabbitmq_url:
+        components.append(activity_component)
+    return components
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -75,4 +80,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(avatars_router)
     if settings.avatar_storage == "local":
         app.include_router(avatar_files_router)
+    app.include_router(activity_router)
     return app

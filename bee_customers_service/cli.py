@@ -114,6 +114,56 @@ def _gdpr_cleanup(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def _consume(args: argparse.Namespace) -> int:
+    """Run the activity consumer until SIGTERM/SIGINT."""
+    import asyncio
+
+    from bee_customers_service.activity.consumer import ActivityConsumer, run_until_stopped
+    from bee_customers_service.core.db import Database, resolve_database_url
+    from bee_customers_service.core.observability import configure_logging
+
+    settings = get_settings()
+    if not settings.rabbitmq_url:
+        print("BEE_RABBITMQ_URL is not set: there is no broker to consume from", file=sys.stderr)
+        return 2
+    configure_logging(settings)
+
+    async def run() -> None:
+        database = Database(resolve_database_url(settings), settings)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            await run_until_stopped(ActivityConsumer(settings, database), stop)
+        finally:
+            await database.dispose()
+
+    asyncio.run(run())
+    return 0
+
+
+def _recompute(args: argparse.Namespace) -> int:
+    """Rebuild the aggregates of every customer of a business from its activity rows."""
+    import asyncio
+
+    from bee_customers_service.activity.service import recompute_business
+    from bee_customers_service.core.db import Database, resolve_database_url
+
+    settings = get_settings()
+
+    async def run() -> int:
+        database = Database(resolve_database_url(settings), settings)
+        try:
+            return await recompute_business(database.sessionmaker, args.business)
+        finally:
+            await database.dispose()
+
+    count = asyncio.run(run())
+    print(f"recomputed {count} customers of business {args.business}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bee-customers", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -140,6 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
     token.set_defaults(handler=_token)
     cleanup = commands.add_parser("gdpr-cleanup", help="retry deleting objects of erased customers (cron)")
     cleanup.set_defaults(handler=_gdpr_cleanup)
+
+    consume = commands.add_parser("consume", help="consume the orders and scheduling events (history, statistics)")
+    consume.set_defaults(handler=_consume)
+
+    recompute = commands.add_parser("recompute", help="rebuild the statistics of a business from its activity rows")
+    recompute.add_argument("--business", type=uuid.UUID, required=True, help="the business id")
+    recompute.set_defaults(handler=_recompute)
     return parser
 
 

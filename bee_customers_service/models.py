@@ -1,6 +1,6 @@
 """Every table's model, imported in one place so Alembic and tests see the whole schema."""
 
-from bee_customers_service.activity.models import CustomerHistory
+from bee_customers_service.activity.models import CustomerActivity, CustomerHistory, ProcessedEvent
 from bee_customers_service.core.db import Base
 from bee_customers_service.customers.models import Customer
 from bee_customers_service.events.outbox import OutboxEvent
@@ -8,4 +8,14 @@ from bee_customers_service.gdpr.models import GdprRequest
 from bee_customers_service.notes.models import CustomerNote
 from bee_customers_service.tags.models import CustomerTag
 
-__all__ = ["Base", "Customer", "CustomerHistory", "CustomerNote", "CustomerTag", "GdprRequest", "OutboxEvent"]
+__all__ = [
+    "Base",
+    "Customer",
+    "CustomerActivity",
+    "CustomerHistory",
+    "CustomerNote",
+    "CustomerTag",
+    "GdprRequest",
+    "OutboxEvent",
+    "ProcessedEvent",
+]

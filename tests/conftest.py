@@ -51,6 +51,7 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "jwt_secret": JWT_SECRET,
         "rabbitmq_url": None,
         "relay_enabled": False,
+        "activity_consumer_enabled": False,
         "database_pool_size": 5,
         # The whole suite comes from one client address: the per-IP guard has tests of its own.
         "ip_rate_limit": None,

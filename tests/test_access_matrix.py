@@ -95,6 +95,9 @@ ROUTES: list[Row] = [
     ),
     Row("GET", "/customers/{customer_id}/avatar", "self_or_admin", 200),
     Row("DELETE", "/customers/{customer_id}/avatar", "self_or_admin", 204),
+    Row("GET", "/customers/{customer_id}/stats", "self_or_admin", 200),
+    Row("GET", "/customers/{customer_id}/history", "self_or_admin", 200),
+    Row("POST", "/customers/{customer_id}/stats/recompute", "admin_of_customer", 200),
 ]
 
 PUBLIC = {("GET", "/healthcheck"), ("GET", "/readyz")}

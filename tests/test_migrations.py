@@ -31,6 +31,8 @@ async def test_upgrade_from_empty_and_downgrade_to_empty(postgres_server):
             "customer_notes",
             "customer_history",
             "outbox",
+            "customer_activity",
+            "processed_events",
             "alembic_version",
             "gender_enum",
             "gdpr_requests",

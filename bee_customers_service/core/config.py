@@ -81,6 +81,21 @@ class Settings(BaseSettings):
     s3_region: str | None = None
     s3_access_key_id: str | None = None  # unset -> the usual AWS credential chain (env, profile, role)
     s3_secret_access_key: SecretStr | None = None
+    # Activity: the orders and scheduling services' events consumed into history and statistics
+    # (activity/consumer.py, docs/events.md).
+    orders_exchange: str = "bee.orders.events"
+    scheduling_exchange: str = "bee.scheduling.events"
+    activity_queue: str = "bee.customers.activity"
+    activity_dead_letter_exchange: str = "bee.customers.activity.dlx"
+    activity_dead_letter_queue: str = "bee.customers.activity.dlq"
+    activity_consumer_enabled: bool = True
+    activity_prefetch: int = Field(default=1000, ge=1, le=65535)
+    activity_concurrency: int = Field(default=2, ge=1, le=64)
+    activity_batch_size: int = Field(default=250, ge=1, le=5000)
+    activity_batch_linger_ms: int = Field(default=50, ge=0, le=5000)
+    activity_retry_delay_ms: int = Field(default=10_000, ge=10)
+    activity_max_attempts: int = Field(default=8, ge=1, le=100)
+    stats_window_months: int = Field(default=6, ge=1, le=60)
 
     @model_validator(mode="after")
     def _refuse_dev_secret_in_production(self) -> "Settings":

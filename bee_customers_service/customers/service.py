@@ -59,17 +59,20 @@ def _merge_preferences(current: dict[str, Any], patch: Preferences) -> dict[str,
     return merged
 
 
-async def create_customer(session: AsyncSession, *, data: CustomerCreate, settings: Settings) -> Customer:
-    """Create a profile and announce it; 409 naming the existing profile on a duplicate."""
+async def insert_customer(session: AsyncSession, *, data: CustomerCreate, settings: Settings) -> Customer | None:
+    """Insert a profile and enqueue its `v1.customer.created` event WITHOUT committing.
+
+    None when the user already has a profile in the business. The caller owns the transaction:
+    the HTTP create commits at once, the activity consumer commits together with the message
+    that brought the profile in.
+    """
     values = data.model_dump(exclude={"preferences", "phone"})
     values["phone"] = _phone(data.phone, settings)
     values["preferences"] = data.preferences.model_dump(mode="json", exclude_none=True) if data.preferences else {}
 
     customer = await repository.insert_if_absent(session, values)
     if customer is None:
-        existing_id = await repository.find_id(session, user_id=data.user_id, business_id=data.business_id)
-        await session.rollback()
-        raise CustomerAlreadyExists(existing_id or uuid.UUID(int=0))
+        return None
 
     await outbox.enqueue(
         session,
@@ -84,6 +87,16 @@ async def create_customer(session: AsyncSession, *, data: CustomerCreate, settin
             "created_at": customer.created_at,
         },
     )
+    return customer
+
+
+async def create_customer(session: AsyncSession, *, data: CustomerCreate, settings: Settings) -> Customer:
+    """Create a profile and announce it; 409 naming the existing profile on a duplicate."""
+    customer = await insert_customer(session, data=data, settings=settings)
+    if customer is None:
+        existing_id = await repository.find_id(session, user_id=data.user_id, business_id=data.business_id)
+        await session.rollback()
+        raise CustomerAlreadyExists(existing_id or uuid.UUID(int=0))
     await session.commit()
     return customer
 

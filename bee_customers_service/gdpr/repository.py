@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import Table, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bee_customers_service.activity.models import CustomerHistory
+from bee_customers_service.activity.models import CustomerActivity, CustomerHistory
 from bee_customers_service.customers.models import Customer
 from bee_customers_service.events.outbox import OutboxEvent
 from bee_customers_service.gdpr.models import GdprRequest
@@ -20,6 +20,7 @@ CUSTOMER_OWNED_TABLES: tuple[Table, ...] = (
     CustomerTag.__table__,
     CustomerNote.__table__,
     CustomerHistory.__table__,
+    CustomerActivity.__table__,
 )
 
 

@@ -10,6 +10,7 @@ import structlog
 from pydantic_core import to_jsonable_python
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bee_customers_service.activity import service as activity_service
 from bee_customers_service.avatars.service import owned_object_key
 from bee_customers_service.avatars.storage import AvatarStorage, StorageError
 from bee_customers_service.core.config import Settings
@@ -59,13 +60,7 @@ async def export_customer(
         "exported_at": datetime.now(UTC),
         "profile": CustomerView.model_validate(customer).model_dump(),
         "avatar_url": customer.avatar_url,
-        "statistics": {
-            "total_orders": customer.total_orders,
-            "total_appointments": customer.total_appointments,
-            "lifetime_value": customer.lifetime_value,
-            "last_order_date": customer.last_order_date,
-            "last_appointment_date": customer.last_appointment_date,
-        },
+        "statistics": (await activity_service.stats(session, customer, settings=settings)).model_dump(),
         "tables": tables,
         "events": await repository.events_about(session, customer.id),
     }

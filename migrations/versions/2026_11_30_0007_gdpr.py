@@ -1,7 +1,7 @@
 """GDPR erasure records.
 
 Revision ID: 0007_gdpr
-Revises: 0002_outbox
+Revises: 0005_activity
 Create Date: 2026-11-30
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0007_gdpr"
-down_revision: str | None = "0002_outbox"
+down_revision: str | None = "0005_activity"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

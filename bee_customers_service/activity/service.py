@@ -1,0 +1,322 @@
+"""Rules of the activity domain: applying upstream events, statistics, history, recomputation."""
+
+import math
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Literal
+
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bee_customers_service.activity import cursor as cursors
+from bee_customers_service.activity import repository
+from bee_customers_service.activity.contract import Change
+from bee_customers_service.activity.schemas import CustomerStats, HistoryItem, HistoryPage, Rfm, Segment
+from bee_customers_service.activity.state import ActivityState, apply
+from bee_customers_service.core.config import Settings
+from bee_customers_service.core.errors import DomainError
+from bee_customers_service.customers import service as customers_service
+from bee_customers_service.customers.models import Customer
+from bee_customers_service.customers.schemas import CustomerCreate
+from bee_customers_service.gdpr import service as gdpr_service
+
+APPLIED = "applied"
+DUPLICATE = "duplicate"
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A change that can never be applied; the consumer dead-letters its message with the reason."""
+
+    reason: str
+
+
+Outcome = Literal["applied", "duplicate"] | Refused
+
+
+def _snapshot_profile(change: Change) -> CustomerCreate | Refused:
+    snapshot = change.snapshot
+    assert snapshot is not None
+    try:
+        return CustomerCreate(
+            user_id=change.user_id,
+            business_id=change.business_id,
+            full_name=snapshot.full_name,
+            email=snapshot.email,  # type: ignore[arg-type]
+            phone=snapshot.phone,
+        )
+    except ValidationError as exc:
+        fields = sorted({str(err["loc"][0]) for err in exc.errors() if err["loc"]})
+        return Refused(f"invalid customer snapshot ({', '.join(fields)})")
+
+
+async def _customers_for(
+    session: AsyncSession, changes: Sequence[Change], outcomes: list[Outcome | None], settings: Settings
+) -> dict[tuple[uuid.UUID, uuid.UUID], uuid.UUID]:
+    """Lock every profile the changes touch; create missing ones from a snapshot (v1.customer.created)."""
+    pairs = {(c.business_id, c.user_id) for c in changes}
+    customers = await repository.lock_customers_by_user(session, pairs)
+    for pair in sorted(pairs - customers.keys()):
+        indexes = [i for i, c in enumerate(changes) if (c.business_id, c.user_id) == pair]
+        with_snapshot = next((changes[i] for i in indexes if changes[i].snapshot is not None), None)
+        refusal: Refused | None = None
+        if with_snapshot is None:
+            refusal = Refused(
+                f"unknown customer: user {pair[1]} has no profile in business {pair[0]} and the event carries"
+                " no customer snapshot"
+            )
+        elif not await gdpr_service.resurrection_allowed(
+            session, user_id=pair[1], business_id=pair[0], settings=settings
+        ):
+            # A late event (an order completed after the erasure) must not bring the person back.
+            refusal = Refused(f"erased customer: user {pair[1]} was erased from business {pair[0]} (GDPR)")
+        else:
+            data = _snapshot_profile(with_snapshot)
+            if isinstance(data, Refused):
+                refusal = data
+            else:
+                try:
+                    created = await customers_service.insert_customer(session, data=data, settings=settings)
+                except DomainError as exc:  # e.g. a phone number that is not one
+                    refusal = Refused(f"invalid customer snapshot: {exc.detail}")
+                else:
+                    if created is not None:
+                        customers[pair] = created.id
+                    else:  # created meanwhile by someone else: lock theirs
+                        customers.update(await repository.lock_customers_by_user(session, [pair]))
+        if refusal is not None:
+            for i in indexes:
+                outcomes[i] = refusal
+    return customers
+
+
+async def apply_changes(session: AsyncSession, changes: Sequence[Change], *, settings: Settings) -> list[Outcome]:
+    """Apply upstream changes inside the caller's transaction (the caller commits).
+
+    Each applied change writes its `processed_events` row in this same transaction, so a
+    redelivered message is recognised and changes nothing. The customers are locked first (in id
+    order), so concurrent consumers never lose an update; the aggregates are then derived from the
+    activity rows, so arrival order does not matter.
+    """
+    outcomes: list[Outcome | None] = [None] * len(changes)
+    customers = await _customers_for(session, changes, outcomes, settings)
+
+    pending = [i for i, outcome in enumerate(outcomes) if outcome is None]
+    states = await repository.load_activity(
+        session, [(changes[i].business_id, changes[i].kind, changes[i].external_id) for i in pending]
+    )
+    to_claim: list[int] = []
+    seen: set[uuid.UUID] = set()
+    for i in pending:
+        change = changes[i]
+        existing = states.get((change.business_id, change.kind, change.external_id))
+        customer_id = customers[(change.business_id, change.user_id)]
+        if existing is not None and existing.customer_id != customer_id:
+            outcomes[i] = Refused(f"{change.kind} {change.external_id} belongs to another customer of the business")
+        elif change.event_id in seen:
+            outcomes[i] = DUPLICATE
+        else:
+            seen.add(change.event_id)
+            to_claim.append(i)
+
+    fresh = await repository.claim_events(session, [(changes[i].event_id, changes[i].business_id) for i in to_claim])
+    changed: dict[tuple[uuid.UUID, str, str], ActivityState] = {}
+    for i in to_claim:
+        change = changes[i]
+        if change.event_id not in fresh:
+            outcomes[i] = DUPLICATE
+            continue
+        key = (change.business_id, change.kind, change.external_id)
+        state = apply(states.get(key), change, customer_id=customers[(change.business_id, change.user_id)])
+        states[key] = changed[key] = state
+        outcomes[i] = APPLIED
+
+    await repository.save_activity(session, list(changed.values()))
+    await repository.recompute(session, {state.customer_id for state in changed.values()})
+    return [outcome if outcome is not None else DUPLICATE for outcome in outcomes]
+
+
+# --- statistics ---------------------------------------------------------------------------------
+
+
+def months_before(moment: datetime, months: int) -> datetime:
+    """The same instant `months` calendar months earlier (the day clamped to the month's length)."""
+    month_index = moment.year * 12 + (moment.month - 1) - months
+    year, month = divmod(month_index, 12)
+    month += 1
+    next_month = date(year + (month == 12), month % 12 + 1, 1)
+    last_day = (next_month - date(year, month, 1)).days
+    return moment.replace(year=year, month=month, day=min(moment.day, last_day))
+
+
+def _rate(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def recency_score(days: int | None) -> int | None:
+    if days is None:
+        return None
+    for limit, score in ((30, 5), (60, 4), (90, 3), (180, 2)):
+        if days <= limit:
+            return score
+    return 1
+
+
+def frequency_score(visits_per_month: float, *, ever_visited: bool) -> int | None:
+    if not ever_visited:
+        return None
+    for limit, score in ((4, 5), (2, 4), (1, 3), (1 / 3, 2)):
+        if visits_per_month >= limit:
+            return score
+    return 1
+
+
+def monetary_score(lifetime_value: Decimal, at_or_below: int, spenders: int) -> int:
+    if lifetime_value <= 0 or spenders == 0:
+        return 1
+    return max(1, min(5, math.ceil(5 * at_or_below / spenders)))
+
+
+def segment_for(
+    recency: int | None,
+    frequency: int | None,
+    monetary: int,
+    *,
+    first_visit_days_ago: int | None,
+    visits: int,
+) -> Segment:
+    """The rule in docs/events.md ("RFM segments"), evaluated top-down."""
+    if recency is None or frequency is None:
+        return "prospect"
+    if first_visit_days_ago is not None and first_visit_days_ago <= 30 and visits <= 2:
+        return "new"
+    if recency >= 4 and frequency >= 4 and monetary >= 4:
+        return "champion"
+    if recency >= 3 and frequency >= 3:
+        return "loyal"
+    if recency >= 3:
+        return "promising"
+    if recency == 2 and (frequency >= 3 or monetary >= 4):
+        return "at_risk"
+    if recency == 2:
+        return "hibernating"
+    return "lost"
+
+
+def _latest(*days: date | None) -> date | None:
+    known = [d for d in days if d is not None]
+    return max(known) if known else None
+
+
+def _earliest(*days: date | None) -> date | None:
+    known = [d for d in days if d is not None]
+    return min(known) if known else None
+
+
+async def stats(
+    session: AsyncSession, customer: Customer, *, settings: Settings, now: datetime | None = None
+) -> CustomerStats:
+    """The customer's statistics at `now` (default: the current time)."""
+    now = now or datetime.now(UTC)
+    today = now.date()
+    window = settings.stats_window_months
+    history = await repository.history_row(session, customer.id) or {}
+    figures = await repository.window_figures(session, customer.id, now=now, window_start=months_before(now, window))
+    at_or_below, spenders = await repository.monetary_rank(session, customer.business_id, customer.lifetime_value)
+
+    last_visit = _latest(customer.last_order_date, customer.last_appointment_date)
+    first_visit = _earliest(history.get("first_order_date"), history.get("first_appointment_date"))
+    days_since = max(0, (today - last_visit).days) if last_visit else None
+    visits_per_month = round(figures["visits_in_window"] / window, 2)
+    no_shows = history.get("no_shows", 0)
+    visits = customer.total_orders + customer.total_appointments
+
+    recency = recency_score(days_since)
+    frequency = frequency_score(visits_per_month, ever_visited=last_visit is not None)
+    monetary = monetary_score(customer.lifetime_value, at_or_below, spenders)
+    segment = segment_for(
+        recency,
+        frequency,
+        monetary,
+        first_visit_days_ago=(today - first_visit).days if first_visit else None,
+        visits=visits,
+    )
+    average = (
+        (customer.lifetime_value / customer.total_orders).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+        if customer.total_orders
+        else None
+    )
+    return CustomerStats(
+        customer_id=customer.id,
+        total_orders=customer.total_orders,
+        total_appointments=customer.total_appointments,
+        lifetime_value=customer.lifetime_value,
+        last_order_date=customer.last_order_date,
+        last_appointment_date=customer.last_appointment_date,
+        first_order_date=history.get("first_order_date"),
+        first_appointment_date=history.get("first_appointment_date"),
+        returned_orders=history.get("returned_orders", 0),
+        returned_amount=history.get("returned_amount", Decimal("0")),
+        cancelled_orders=history.get("cancelled_orders", 0),
+        cancelled_appointments=history.get("cancelled_appointments", 0),
+        no_shows=no_shows,
+        upcoming_appointments=figures["upcoming_appointments"],
+        average_order_value=average,
+        window_months=window,
+        visits_in_window=figures["visits_in_window"],
+        visits_per_month=visits_per_month,
+        cancellation_rate=_rate(history.get("cancelled_appointments", 0), figures["appointments_recorded"]),
+        no_show_rate=_rate(no_shows, customer.total_appointments + no_shows),
+        return_rate=_rate(history.get("returned_orders", 0), customer.total_orders),
+        last_visit_date=last_visit,
+        days_since_last_visit=days_since,
+        rfm=Rfm(
+            recency=recency,
+            frequency=frequency,
+            monetary=monetary if recency is not None else None,
+            score=f"{recency}{frequency}{monetary}" if recency is not None and frequency is not None else None,
+            segment=segment,
+        ),
+        computed_at=now,
+    )
+
+
+async def history(
+    session: AsyncSession, customer: Customer, *, kind: str | None, limit: int, cursor: str | None
+) -> HistoryPage:
+    """Orders and appointments, newest first, one keyset page."""
+    after = cursors.decode(cursor) if cursor else None
+    rows = await repository.history_page(session, customer.id, kind=kind, after=after, limit=limit + 1)
+    items = [HistoryItem.model_validate(row) for row in rows[:limit]]
+    next_cursor = cursors.encode(items[-1].occurred_at, items[-1].id) if len(rows) > limit else None
+    return HistoryPage(items=items, next_cursor=next_cursor)
+
+
+async def recompute_customer(session: AsyncSession, customer: Customer, *, settings: Settings) -> CustomerStats:
+    """Rebuild one customer's aggregates from its activity rows; returns the fresh statistics."""
+    await repository.lock_customers(session, [customer.id])
+    await repository.recompute(session, [customer.id])
+    await session.commit()
+    await session.refresh(customer)
+    return await stats(session, customer, settings=settings)
+
+
+async def recompute_business(
+    sessionmaker: async_sessionmaker[AsyncSession], business_id: uuid.UUID, *, chunk: int = 500
+) -> int:
+    """Rebuild the aggregates of every customer of a business, `chunk` customers per transaction."""
+    done = 0
+    after: uuid.UUID | None = None
+    while True:
+        async with sessionmaker() as session:
+            ids = await repository.customer_ids_of_business(session, business_id, after=after, limit=chunk)
+            if not ids:
+                return done
+            await repository.lock_customers(session, ids)
+            await repository.recompute(session, ids)
+            await session.commit()
+        done += len(ids)
+        after = ids[-1]
