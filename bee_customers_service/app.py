@@ -15,6 +15,9 @@ from bee_customers_service.core.middleware import BodyLimitMiddleware, Correlati
 from bee_customers_service.core.observability import configure_logging
 from bee_customers_service.core.security import TokenVerifier
 from bee_customers_service.customers.router import router as customers_router
+from bee_customers_service.notes.router import router as notes_router
+from bee_customers_service.search.router import router as search_router
+from bee_customers_service.tags.router import router as tags_router
 
 # A background component (the outbox relay, the activity consumer) is an async context manager
 # factory: entered after the database is up, exited before it is disposed.
@@ -58,4 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(health.router)
     app.include_router(customers_router)
+    app.include_router(search_router)
+    app.include_router(tags_router)
+    app.include_router(notes_router)
     return app

@@ -6,7 +6,7 @@ against a fresh customer, so write endpoints (DELETE included) never disturb eac
 """
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,9 +75,11 @@ class Row:
     body: Callable[[Cell], Any] | None = None
     params: Callable[[Cell], dict[str, Any]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. files= for multipart
+    # Creates what the path refers to besides the customer (a tag, a note) and returns its path values.
+    setup: Callable[[Any, Any, Cell], Awaitable[dict[str, str]]] | None = None
 
-    def url(self, cell: Cell) -> str:
-        return self.path.format(customer_id=cell.customer["id"], user_id=cell.customer["user_id"])
+    def url(self, cell: Cell, **values: str) -> str:
+        return self.path.format(customer_id=cell.customer["id"], user_id=cell.customer["user_id"], **values)
 
 
 def _new_profile(cell: Cell) -> dict[str, Any]:
@@ -89,10 +91,33 @@ def _new_profile(cell: Cell) -> dict[str, Any]:
     }
 
 
+async def _make_tag(client: Any, world: Any, cell: Cell) -> dict[str, str]:
+    response = await client.post(
+        f"/customers/{cell.customer['id']}/tags", json={"label": "Matrix"}, headers=world.admin.headers
+    )
+    assert response.status_code == 201, response.text
+    return {"tag_id": response.json()["id"]}
+
+
+async def _make_note(client: Any, world: Any, cell: Cell) -> dict[str, str]:
+    response = await client.post(
+        f"/customers/{cell.customer['id']}/notes", json={"content": "Matrix note"}, headers=world.admin.headers
+    )
+    assert response.status_code == 201, response.text
+    return {"note_id": response.json()["id"]}
+
+
 ROUTES: list[Row] = [
     Row("POST", "/customers", "service", 201, body=_new_profile),
     Row("GET", "/customers/{customer_id}", "self_or_admin", 200),
     Row("PATCH", "/customers/{customer_id}", "self_or_admin", 200, body=lambda c: {"full_name": "Renamed"}),
+    Row("GET", "/customers", "admin_of_business", 200, params=lambda c: {"business_id": str(c.business_id)}),
+    Row("POST", "/customers/{customer_id}/tags", "admin_of_customer", 201, body=lambda c: {"label": "VIP"}),
+    Row("GET", "/customers/{customer_id}/tags", "admin_of_customer", 200),
+    Row("DELETE", "/customers/{customer_id}/tags/{tag_id}", "admin_of_customer", 204, setup=_make_tag),
+    Row("POST", "/customers/{customer_id}/notes", "admin_of_customer", 201, body=lambda c: {"content": "Hi"}),
+    Row("GET", "/customers/{customer_id}/notes", "admin_of_customer", 200),
+    Row("DELETE", "/customers/{customer_id}/notes/{note_id}", "admin_of_customer", 204, setup=_make_note),
 ]
 
 PUBLIC = {("GET", "/healthcheck"), ("GET", "/readyz")}
@@ -137,7 +162,10 @@ async def test_access_matrix(client, world, row, caller):
         kwargs["json"] = row.body(cell)
     if row.params is not None:
         kwargs["params"] = row.params(cell)
-    response = await client.request(row.method, row.url(cell), headers=_headers(world, caller, customer), **kwargs)
+    values = await row.setup(client, world, cell) if row.setup is not None else {}
+    response = await client.request(
+        row.method, row.url(cell, **values), headers=_headers(world, caller, customer), **kwargs
+    )
 
     assert response.status_code == expected_status, response.text
     if expected_status == 401:

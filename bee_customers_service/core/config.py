@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     relay_max_backoff_seconds: float = Field(default=30.0, gt=0)
     outbox_retention_hours: float = Field(default=72.0, gt=0)
 
+    # Notes (spec 5.4): comma-separated words or phrases a note may not contain (whole words,
+    # case- and accent-insensitive). Empty: no content filter.
+    notes_blocklist: str = ""
+
     @model_validator(mode="after")
     def _refuse_dev_secret_in_production(self) -> "Settings":
         if self.environment == "production":
@@ -60,6 +64,10 @@ class Settings(BaseSettings):
             if secret == DEV_JWT_SECRET:
                 raise ValueError("BEE_JWT_SECRET must be set (or unset with a public key) in production")
         return self
+
+    @property
+    def notes_blocked_words(self) -> tuple[str, ...]:
+        return tuple(word.strip() for word in self.notes_blocklist.split(",") if word.strip())
 
     @property
     def uses_embedded_database(self) -> bool:

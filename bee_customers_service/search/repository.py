@@ -1,0 +1,278 @@
+"""The search query over `customers`: one statement per page, every part served by an index.
+
+Plans (checked with EXPLAIN at 1,000,000 customers in one business, see bench/README.md):
+- no query: an index range scan of (business_id, <sort key>, id), backwards for descending orders,
+  starting at the cursor; filters are checked on the way, LIMIT stops the scan.
+- query: bitmap scans of the GIN trigram indexes (search_name / email / phone_digits) ORed
+  together, then business_id and the filters on the heap rows, then a top-N sort by relevance.
+- tag filter: EXISTS probes of the unique (customer_id, label_key) index per candidate row, or a
+  semi-join from (business_id, label_key, customer_id) when the tag is rare; the planner picks.
+"""
+
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Select,
+    and_,
+    case,
+    cast,
+    exists,
+    func,
+    literal,
+    literal_column,
+    or_,
+    select,
+    text,
+    tuple_,
+)
+from sqlalchemy.dialects.postgresql import aggregate_order_by
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bee_customers_service.customers.models import Customer
+from bee_customers_service.tags.models import CustomerTag
+
+# A customer who never ordered sorts as if their last order were on 1900-01-01 (last when newest
+# first): the same expression as the index ix_customers_business_last_order_id, so the index serves it.
+NO_ORDER_DATE = date(1900, 1, 1)
+_last_order_key = func.coalesce(Customer.last_order_date, literal_column("DATE '1900-01-01'"))
+
+SORT_KEYS: dict[str, ColumnElement[Any]] = {
+    "created_at": Customer.created_at,
+    "full_name": Customer.search_name,
+    "last_order_date": _last_order_key,
+    "lifetime_value": Customer.lifetime_value,
+}
+SORT_TYPES: dict[str, type] = {
+    "created_at": datetime,
+    "full_name": str,
+    "last_order_date": date,
+    "lifetime_value": Decimal,
+}
+
+_PHONE_LIKE = re.compile(r"^[0-9+()./\- ]+$")
+MIN_TRIGRAM_QUERY = 3
+WORD_SIMILARITY_THRESHOLD = 0.5  # pg_trgm's default 0.6 misses a dropped letter in a 7-letter name
+_SESSION_SETTINGS = text(
+    "SELECT set_config('plan_cache_mode', 'force_custom_plan', true),"
+    f" set_config('pg_trgm.word_similarity_threshold', '{WORD_SIMILARITY_THRESHOLD}', true)"
+)  # shorter fragments hold no trigram: substring match only, no typo tolerance
+
+
+@dataclass(frozen=True)
+class TextQuery:
+    """What the `query` parameter means, decided once (see `interpret_query`)."""
+
+    raw: str
+    phone_digits: str | None = None  # set when the query is a phone fragment
+
+
+def interpret_query(raw: str) -> TextQuery:
+    """A phone fragment ("0712 345", "+40712345678") searches digits; anything else, name and email.
+
+    National trunk prefixes are dropped so every spelling meets the stored E.164 digits:
+    "0712 345" -> "712345", "0040712..." -> "40712...", "+40712..." -> "40712...".
+    """
+    text_ = raw.strip()
+    digits = re.sub(r"\D", "", text_)
+    if _PHONE_LIKE.match(text_) and len(digits) >= MIN_TRIGRAM_QUERY:
+        if not text_.startswith("+"):
+            if digits.startswith("00"):
+                digits = digits[2:]
+            elif digits.startswith("0"):
+                digits = digits[1:]
+        return TextQuery(raw=text_, phone_digits=digits or None)
+    return TextQuery(raw=text_)
+
+
+def _like_escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+@dataclass
+class SearchFilters:
+    business_id: uuid.UUID
+    query: TextQuery | None = None
+    tags: Sequence[str] = ()
+    tag_mode: str = "all"
+    gender: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    last_order_after: date | None = None
+    last_order_before: date | None = None
+    min_orders: int | None = None
+    min_lifetime_value: Decimal | None = None
+    extra: list[ColumnElement[bool]] = field(default_factory=list)
+
+
+def _match_and_rank(query: TextQuery) -> tuple[ColumnElement[bool], ColumnElement[int]]:
+    """The WHERE clause a query adds, and its integer relevance (higher first)."""
+    if query.phone_digits is not None:
+        pattern = f"%{query.phone_digits}%"
+        condition = Customer.phone_digits.like(pattern)
+        rank = case((Customer.phone_digits.endswith(query.phone_digits, autoescape=False), 1000), else_=900)
+        return condition, rank
+
+    escaped = _like_escape(query.raw)
+    normalised = func.bee_search_normalise(literal(query.raw))
+    normalised_escaped = func.bee_search_normalise(literal(escaped))
+    name = Customer.search_name
+    conditions: list[ColumnElement[bool]] = [name.like(literal("%") + normalised_escaped + literal("%"))]
+    typo_tolerant = len(query.raw) >= MIN_TRIGRAM_QUERY
+    if typo_tolerant:
+        # word_similarity(query, name) >= pg_trgm.word_similarity_threshold: "popscu" finds "Popescu".
+        conditions.append(normalised.op("<%", is_comparison=True)(name))
+    email_fragment = " " not in query.raw
+    email_pattern = literal("%") + func.lower(literal(escaped)) + literal("%")
+    if email_fragment:
+        conditions.append(Customer.email.like(email_pattern))
+
+    whens: list[tuple[ColumnElement[bool], Any]] = [
+        (name == normalised, 1000),
+        (name.like(normalised_escaped + literal("%")), 900),
+        (name.like(literal("% ") + normalised_escaped + literal("%")), 800),
+        (name.like(literal("%") + normalised_escaped + literal("%")), 700),
+    ]
+    if email_fragment:
+        whens += [
+            (Customer.email.like(func.lower(literal(escaped)) + literal("%")), 650),
+            (Customer.email.like(email_pattern), 500),
+        ]
+    fallback: ColumnElement[Any] = (
+        cast(func.round(func.word_similarity(normalised, name) * 400), Integer) if typo_tolerant else literal(0)
+    )
+    return or_(*conditions), case(*whens, else_=fallback)
+
+
+def _where(filters: SearchFilters) -> list[ColumnElement[bool]]:
+    where: list[ColumnElement[bool]] = [Customer.business_id == filters.business_id]
+    if filters.gender is not None:
+        where.append(Customer.gender == filters.gender)
+    if filters.created_after is not None:
+        where.append(Customer.created_at >= filters.created_after)
+    if filters.created_before is not None:
+        where.append(Customer.created_at < filters.created_before)
+    if filters.last_order_after is not None:
+        where.append(Customer.last_order_date >= filters.last_order_after)
+    if filters.last_order_before is not None:
+        where.append(Customer.last_order_date < filters.last_order_before)
+    if filters.min_orders is not None:
+        where.append(Customer.total_orders >= filters.min_orders)
+    if filters.min_lifetime_value is not None:
+        where.append(Customer.lifetime_value >= filters.min_lifetime_value)
+    if filters.tags:
+        keys = [func.lower(func.btrim(literal(tag))) for tag in dict.fromkeys(filters.tags)]
+
+        def has(*wanted: ColumnElement[Any]) -> ColumnElement[bool]:
+            return exists().where(
+                CustomerTag.customer_id == Customer.id,
+                CustomerTag.business_id == filters.business_id,
+                CustomerTag.label_key.in_(wanted) if len(wanted) > 1 else CustomerTag.label_key == wanted[0],
+            )
+
+        where.append(and_(*(has(key) for key in keys)) if filters.tag_mode == "all" else has(*keys))
+    return where
+
+
+def _after(
+    key: ColumnElement[Any], rank: ColumnElement[int] | None, direction: str, after: Sequence[Any] | None
+) -> ColumnElement[bool] | None:
+    """Rows strictly after the cursor in (rank desc, key <direction>, id <direction>) order."""
+    if after is None:
+        return None
+    *rank_value, key_value, id_value = after
+    beyond = tuple_(key, Customer.id) < tuple_(key_value, id_value)
+    if direction == "asc":
+        beyond = tuple_(key, Customer.id) > tuple_(key_value, id_value)
+    if rank is None:
+        return beyond
+    (last_rank,) = rank_value
+    return or_(rank < last_rank, and_(rank == last_rank, beyond))
+
+
+def _ordering(key: ColumnElement[Any], rank: ColumnElement[int] | None, direction: str) -> list[Any]:
+    by = [key.desc(), Customer.id.desc()] if direction == "desc" else [key.asc(), Customer.id.asc()]
+    return ([rank.desc()] if rank is not None else []) + by
+
+
+def _page_statement(
+    filters: SearchFilters, *, sort: str, direction: str, after: Sequence[Any] | None, limit: int
+) -> Select[Any]:
+    key = SORT_KEYS[sort]
+    where = _where(filters)
+    rank: ColumnElement[int] | None = None
+    if filters.query is not None:
+        match, rank = _match_and_rank(filters.query)
+        where.append(match)
+    beyond = _after(key, rank, direction, after)
+    if beyond is not None:
+        where.append(beyond)
+
+    columns: list[Any] = [
+        Customer.id,
+        Customer.full_name,
+        Customer.email,
+        Customer.phone,
+        Customer.avatar_url,
+        Customer.total_orders,
+        Customer.lifetime_value,
+        Customer.last_order_date,
+        key.label("sort_key"),
+    ]
+    if rank is not None:
+        columns.append(rank.label("rank"))
+    page = select(*columns).where(*where).order_by(*_ordering(key, rank, direction)).limit(limit).subquery("page")
+
+    # Tags are gathered for the page's rows only (outside the LIMIT), one index probe each.
+    tags = (
+        select(
+            func.coalesce(
+                func.array_agg(aggregate_order_by(CustomerTag.label, CustomerTag.created_at, CustomerTag.id)),
+                literal_column("'{}'::varchar[]"),
+            )
+        )
+        .where(CustomerTag.customer_id == page.c.id)
+        .scalar_subquery()
+    )
+    outer_key, outer_rank = page.c.sort_key, page.c.rank if rank is not None else None
+    order = [outer_key.desc(), page.c.id.desc()] if direction == "desc" else [outer_key.asc(), page.c.id.asc()]
+    if outer_rank is not None:
+        order.insert(0, outer_rank.desc())
+    return select(page, tags.label("tags")).order_by(*order)
+
+
+async def search_page(
+    session: AsyncSession, filters: SearchFilters, *, sort: str, direction: str, after: Sequence[Any] | None, limit: int
+) -> Sequence[Row[Any]]:
+    # For this transaction only: plan each search for its own values (a generic plan cannot see which
+    # trigrams a pattern holds), and accept one typo in a short word ("popscu" finds "Popescu").
+    await session.execute(_SESSION_SETTINGS)
+    statement = _page_statement(filters, sort=sort, direction=direction, after=after, limit=limit)
+    return (await session.execute(statement)).all()
+
+
+async def count(session: AsyncSession, filters: SearchFilters) -> int:
+    await session.execute(_SESSION_SETTINGS)
+    where = _where(filters)
+    if filters.query is not None:
+        where.append(_match_and_rank(filters.query)[0])
+    statement = select(func.count()).select_from(Customer).where(*where)
+    return (await session.execute(statement)).scalar_one()
+
+
+def explain_statement(
+    filters: SearchFilters, *, sort: str, direction: str, after: Sequence[Any] | None, limit: int
+) -> Select[Any]:
+    """The statement `search_page` runs (for EXPLAIN in bench/search.py)."""
+    return _page_statement(filters, sort=sort, direction=direction, after=after, limit=limit)
+
+
+__all__ = ["NO_ORDER_DATE", "SORT_TYPES", "SearchFilters", "count", "interpret_query", "search_page"]
