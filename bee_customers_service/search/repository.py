@@ -252,15 +252,17 @@ def _page_statement(
 async def search_page(
     session: AsyncSession, filters: SearchFilters, *, sort: str, direction: str, after: Sequence[Any] | None, limit: int
 ) -> Sequence[Row[Any]]:
-    # For this transaction only: plan each search for its own values (a generic plan cannot see which
-    # trigrams a pattern holds), and accept one typo in a short word ("popscu" finds "Popescu").
-    await session.execute(_SESSION_SETTINGS)
+    if filters.query is not None:
+        # For this transaction only: plan each search for its own values (a generic plan cannot see
+        # which trigrams a pattern holds), and accept one typo in a short word ("popscu" -> "Popescu").
+        await session.execute(_SESSION_SETTINGS)
     statement = _page_statement(filters, sort=sort, direction=direction, after=after, limit=limit)
     return (await session.execute(statement)).all()
 
 
 async def count(session: AsyncSession, filters: SearchFilters) -> int:
-    await session.execute(_SESSION_SETTINGS)
+    if filters.query is not None:
+        await session.execute(_SESSION_SETTINGS)
     where = _where(filters)
     if filters.query is not None:
         where.append(_match_and_rank(filters.query)[0])
