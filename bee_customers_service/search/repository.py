@@ -1,10 +1,12 @@
 """The search query over `customers`: one statement per page, every part served by an index.
 
-Plans (checked with EXPLAIN at 1,000,000 customers in one business, see bench/README.md):
+Plans (checked with EXPLAIN ANALYZE at 1,000,000 customers in one business; bench/README.md):
 - no query: an index range scan of (business_id, <sort key>, id), backwards for descending orders,
-  starting at the cursor; filters are checked on the way, LIMIT stops the scan.
-- query: bitmap scans of the GIN trigram indexes (search_name / email / phone_digits) ORed
-  together, then business_id and the filters on the heap rows, then a top-N sort by relevance.
+  starting at the cursor; filters are checked on the way and LIMIT stops the scan.
+- query: one top-N query per relevance tier (exact name, name prefix, word prefix, substring,
+  email prefix/substring, typo-tolerant), glued with UNION ALL. PostgreSQL serves a rare fragment
+  from the GIN trigram indexes (search_name / email / phone_digits) and a common one ("popescu")
+  by walking the sort's btree and stopping after one page, instead of ranking every match.
 - tag filter: EXISTS probes of the unique (customer_id, label_key) index per candidate row, or a
   semi-join from (business_id, label_key, customer_id) when the tag is rare; the planner picks.
 """
@@ -22,16 +24,16 @@ from sqlalchemy import (
     Integer,
     Select,
     and_,
-    case,
-    cast,
     exists,
     func,
     literal,
     literal_column,
+    not_,
     or_,
     select,
     text,
     tuple_,
+    union_all,
 )
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.engine import Row
@@ -59,6 +61,7 @@ SORT_TYPES: dict[str, type] = {
 }
 
 _PHONE_LIKE = re.compile(r"^[0-9+()./\- ]+$")
+_WORDS = re.compile(r"^[^\W\d_]+(?:[ '\-]+[^\W\d_]+)*$")  # letters, with spaces/hyphens/apostrophes between
 MIN_TRIGRAM_QUERY = 3
 WORD_SIMILARITY_THRESHOLD = 0.5  # pg_trgm's default 0.6 misses a dropped letter in a 7-letter name
 _SESSION_SETTINGS = text(
@@ -113,43 +116,48 @@ class SearchFilters:
     extra: list[ColumnElement[bool]] = field(default_factory=list)
 
 
-def _match_and_rank(query: TextQuery) -> tuple[ColumnElement[bool], ColumnElement[int]]:
-    """The WHERE clause a query adds, and its integer relevance (higher first)."""
+def _tiers(query: TextQuery) -> list[tuple[int, ColumnElement[bool]]]:
+    """The relevance tiers of a query, best first: (rank, condition). A row belongs to the first
+    tier whose condition it meets; within a tier rows follow the requested sort.
+
+    Tiers (rather than a continuous score) let each tier be its own top-N query that PostgreSQL can
+    serve from the best index: a rare fragment from the GIN trigram index, a common one ("popescu",
+    thousands of matches) by walking the sort's btree index and stopping after one page.
+    """
     if query.phone_digits is not None:
-        pattern = f"%{query.phone_digits}%"
-        condition = Customer.phone_digits.like(pattern)
-        rank = case((Customer.phone_digits.endswith(query.phone_digits, autoescape=False), 1000), else_=900)
-        return condition, rank
+        digits = query.phone_digits
+        return [
+            (1000, Customer.phone_digits.like(f"%{digits}")),  # the number ends with it
+            (900, Customer.phone_digits.like(f"%{digits}%")),
+        ]
 
     escaped = _like_escape(query.raw)
+    email_prefix = func.lower(literal(escaped)) + literal("%")
+    email_pattern = literal("%") + func.lower(literal(escaped)) + literal("%")
+    if "@" in query.raw:  # only an email has an "@": do not look at names at all
+        return [(1000, Customer.email.like(email_prefix)), (900, Customer.email.like(email_pattern))]
+
     normalised = func.bee_search_normalise(literal(query.raw))
     normalised_escaped = func.bee_search_normalise(literal(escaped))
     name = Customer.search_name
-    conditions: list[ColumnElement[bool]] = [name.like(literal("%") + normalised_escaped + literal("%"))]
-    typo_tolerant = len(query.raw) >= MIN_TRIGRAM_QUERY
-    if typo_tolerant:
-        # word_similarity(query, name) >= pg_trgm.word_similarity_threshold: "popscu" finds "Popescu".
-        conditions.append(normalised.op("<%", is_comparison=True)(name))
-    email_fragment = " " not in query.raw
-    email_pattern = literal("%") + func.lower(literal(escaped)) + literal("%")
-    if email_fragment:
-        conditions.append(Customer.email.like(email_pattern))
-
-    whens: list[tuple[ColumnElement[bool], Any]] = [
-        (name == normalised, 1000),
-        (name.like(normalised_escaped + literal("%")), 900),
-        (name.like(literal("% ") + normalised_escaped + literal("%")), 800),
-        (name.like(literal("%") + normalised_escaped + literal("%")), 700),
+    tiers: list[tuple[int, ColumnElement[bool]]] = [
+        (1000, name == normalised),
+        (900, name.like(normalised_escaped + literal("%"))),
+        (800, name.like(literal("% ") + normalised_escaped + literal("%"))),
+        (700, name.like(literal("%") + normalised_escaped + literal("%"))),
     ]
-    if email_fragment:
-        whens += [
-            (Customer.email.like(func.lower(literal(escaped)) + literal("%")), 650),
-            (Customer.email.like(email_pattern), 500),
-        ]
-    fallback: ColumnElement[Any] = (
-        cast(func.round(func.word_similarity(normalised, name) * 400), Integer) if typo_tolerant else literal(0)
-    )
-    return or_(*conditions), case(*whens, else_=fallback)
+    if " " not in query.raw:
+        tiers += [(650, Customer.email.like(email_prefix)), (500, Customer.email.like(email_pattern))]
+    # Typo tolerance is for words ("popscu" finds "Popescu"); a fragment with digits or dots is an
+    # email or a code, where "almost" matches are noise (and expensive to collect).
+    if len(query.raw) >= MIN_TRIGRAM_QUERY and _WORDS.match(query.raw) is not None:
+        # word_similarity(query, name) >= pg_trgm.word_similarity_threshold.
+        tiers.append((300, normalised.op("<%", is_comparison=True)(name)))
+    return tiers
+
+
+def _match(query: TextQuery) -> ColumnElement[bool]:
+    return or_(*(condition for _rank, condition in _tiers(query)))
 
 
 def _where(filters: SearchFilters) -> list[ColumnElement[bool]]:
@@ -182,25 +190,27 @@ def _where(filters: SearchFilters) -> list[ColumnElement[bool]]:
     return where
 
 
-def _after(
-    key: ColumnElement[Any], rank: ColumnElement[int] | None, direction: str, after: Sequence[Any] | None
-) -> ColumnElement[bool] | None:
-    """Rows strictly after the cursor in (rank desc, key <direction>, id <direction>) order."""
-    if after is None:
-        return None
-    *rank_value, key_value, id_value = after
-    beyond = tuple_(key, Customer.id) < tuple_(key_value, id_value)
+def _beyond(key: ColumnElement[Any], direction: str, key_value: Any, id_value: Any) -> ColumnElement[bool]:
+    """Rows strictly after (key_value, id_value) in (key, id) <direction> order: an index range."""
     if direction == "asc":
-        beyond = tuple_(key, Customer.id) > tuple_(key_value, id_value)
-    if rank is None:
-        return beyond
-    (last_rank,) = rank_value
-    return or_(rank < last_rank, and_(rank == last_rank, beyond))
+        return tuple_(key, Customer.id) > tuple_(key_value, id_value)
+    return tuple_(key, Customer.id) < tuple_(key_value, id_value)
 
 
-def _ordering(key: ColumnElement[Any], rank: ColumnElement[int] | None, direction: str) -> list[Any]:
-    by = [key.desc(), Customer.id.desc()] if direction == "desc" else [key.asc(), Customer.id.asc()]
-    return ([rank.desc()] if rank is not None else []) + by
+def _by(key: ColumnElement[Any], id_: ColumnElement[Any], direction: str) -> list[Any]:
+    return [key.desc(), id_.desc()] if direction == "desc" else [key.asc(), id_.asc()]
+
+
+_COLUMNS = (
+    Customer.id,
+    Customer.full_name,
+    Customer.email,
+    Customer.phone,
+    Customer.avatar_url,
+    Customer.total_orders,
+    Customer.lifetime_value,
+    Customer.last_order_date,
+)
 
 
 def _page_statement(
@@ -208,28 +218,37 @@ def _page_statement(
 ) -> Select[Any]:
     key = SORT_KEYS[sort]
     where = _where(filters)
-    rank: ColumnElement[int] | None = None
-    if filters.query is not None:
-        match, rank = _match_and_rank(filters.query)
-        where.append(match)
-    beyond = _after(key, rank, direction, after)
-    if beyond is not None:
-        where.append(beyond)
-
-    columns: list[Any] = [
-        Customer.id,
-        Customer.full_name,
-        Customer.email,
-        Customer.phone,
-        Customer.avatar_url,
-        Customer.total_orders,
-        Customer.lifetime_value,
-        Customer.last_order_date,
-        key.label("sort_key"),
-    ]
-    if rank is not None:
-        columns.append(rank.label("rank"))
-    page = select(*columns).where(*where).order_by(*_ordering(key, rank, direction)).limit(limit).subquery("page")
+    if filters.query is None:
+        if after is not None:
+            where.append(_beyond(key, direction, after[0], after[1]))
+        page = (
+            select(*_COLUMNS, key.label("sort_key"))
+            .where(*where)
+            .order_by(*_by(key, Customer.id, direction))
+            .limit(limit)
+            .subquery("page")
+        )
+    else:
+        # One top-N query per relevance tier, each excluding the better tiers, glued with UNION ALL;
+        # a cursor (rank, key, id) skips the tiers already read and resumes inside its own.
+        after_rank = after[0] if after is not None else None
+        parts = []
+        better: list[ColumnElement[bool]] = []
+        for rank, condition in _tiers(filters.query):
+            if after_rank is not None and rank > after_rank:
+                better.append(condition)
+                continue
+            conditions = [*where, condition, *(not_(b) for b in better)]
+            if after is not None and rank == after_rank:
+                conditions.append(_beyond(key, direction, after[1], after[2]))
+            parts.append(
+                select(*_COLUMNS, key.label("sort_key"), literal(rank, Integer).label("rank"))
+                .where(*conditions)
+                .order_by(*_by(key, Customer.id, direction))
+                .limit(limit)
+            )
+            better.append(condition)
+        page = union_all(*parts).subquery("page") if len(parts) > 1 else parts[0].subquery("page")
 
     # Tags are gathered for the page's rows only (outside the LIMIT), one index probe each.
     tags = (
@@ -242,11 +261,10 @@ def _page_statement(
         .where(CustomerTag.customer_id == page.c.id)
         .scalar_subquery()
     )
-    outer_key, outer_rank = page.c.sort_key, page.c.rank if rank is not None else None
-    order = [outer_key.desc(), page.c.id.desc()] if direction == "desc" else [outer_key.asc(), page.c.id.asc()]
-    if outer_rank is not None:
-        order.insert(0, outer_rank.desc())
-    return select(page, tags.label("tags")).order_by(*order)
+    order = _by(page.c.sort_key, page.c.id, direction)
+    if filters.query is not None:
+        order.insert(0, page.c.rank.desc())
+    return select(page, tags.label("tags")).order_by(*order).limit(limit)
 
 
 async def search_page(
@@ -265,7 +283,7 @@ async def count(session: AsyncSession, filters: SearchFilters) -> int:
         await session.execute(_SESSION_SETTINGS)
     where = _where(filters)
     if filters.query is not None:
-        where.append(_match_and_rank(filters.query)[0])
+        where.append(_match(filters.query))
     statement = select(func.count()).select_from(Customer).where(*where)
     return (await session.execute(statement)).scalar_one()
 
