@@ -3,10 +3,11 @@
 Plans (checked with EXPLAIN ANALYZE at 1,000,000 customers in one business; bench/README.md):
 - no query: an index range scan of (business_id, <sort key>, id), backwards for descending orders,
   starting at the cursor; filters are checked on the way and LIMIT stops the scan.
-- query: one top-N query per relevance tier (exact name, name prefix, word prefix, substring,
-  email prefix/substring, typo-tolerant), glued with UNION ALL. PostgreSQL serves a rare fragment
-  from the GIN trigram indexes (search_name / email / phone_digits) and a common one ("popescu")
-  by walking the sort's btree and stopping after one page, instead of ranking every match.
+- query: bitmap scans of the GIN trigram indexes (search_name / email / phone_digits) ORed
+  together (or, for a small business, its rows through the business_id index), then the filters,
+  a relevance tier per row (exact name, name prefix, word prefix, substring, email, typo), and a
+  top-N sort. The cost grows with the number of matches: a very common surname in a business of
+  a million ranks tens of thousands of rows (see bench/README.md).
 - tag filter: EXISTS probes of the unique (customer_id, label_key) index per candidate row, or a
   semi-join from (business_id, label_key, customer_id) when the tag is rare; the planner picks.
 """
@@ -24,16 +25,16 @@ from sqlalchemy import (
     Integer,
     Select,
     and_,
+    case,
+    cast,
     exists,
     func,
     literal,
     literal_column,
-    not_,
     or_,
     select,
     text,
     tuple_,
-    union_all,
 )
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.engine import Row
@@ -63,6 +64,7 @@ SORT_TYPES: dict[str, type] = {
 _PHONE_LIKE = re.compile(r"^[0-9+()./\- ]+$")
 _WORDS = re.compile(r"^[^\W\d_]+(?:[ '\-]+[^\W\d_]+)*$")  # letters, with spaces/hyphens/apostrophes between
 MIN_TRIGRAM_QUERY = 3
+TYPO_TIER = 300
 WORD_SIMILARITY_THRESHOLD = 0.5  # pg_trgm's default 0.6 misses a dropped letter in a 7-letter name
 _SESSION_SETTINGS = text(
     "SELECT set_config('plan_cache_mode', 'force_custom_plan', true),"
@@ -118,12 +120,7 @@ class SearchFilters:
 
 def _tiers(query: TextQuery) -> list[tuple[int, ColumnElement[bool]]]:
     """The relevance tiers of a query, best first: (rank, condition). A row belongs to the first
-    tier whose condition it meets; within a tier rows follow the requested sort.
-
-    Tiers (rather than a continuous score) let each tier be its own top-N query that PostgreSQL can
-    serve from the best index: a rare fragment from the GIN trigram index, a common one ("popescu",
-    thousands of matches) by walking the sort's btree index and stopping after one page.
-    """
+    tier whose condition it meets; within a tier rows follow the requested sort."""
     if query.phone_digits is not None:
         digits = query.phone_digits
         return [
@@ -152,12 +149,24 @@ def _tiers(query: TextQuery) -> list[tuple[int, ColumnElement[bool]]]:
     # email or a code, where "almost" matches are noise (and expensive to collect).
     if len(query.raw) >= MIN_TRIGRAM_QUERY and _WORDS.match(query.raw) is not None:
         # word_similarity(query, name) >= pg_trgm.word_similarity_threshold.
-        tiers.append((300, normalised.op("<%", is_comparison=True)(name)))
+        tiers.append((TYPO_TIER, normalised.op("<%", is_comparison=True)(name)))
     return tiers
 
 
 def _match(query: TextQuery) -> ColumnElement[bool]:
     return or_(*(condition for _rank, condition in _tiers(query)))
+
+
+def _rank(query: TextQuery) -> ColumnElement[int]:
+    """The first tier a row meets; typo-tolerant matches rank by how similar they are (0..300)."""
+    tiers = _tiers(query)
+    if tiers[-1][0] == TYPO_TIER:
+        *exact, _ = tiers
+        similarity = func.word_similarity(func.bee_search_normalise(literal(query.raw)), Customer.search_name)
+        fallback: ColumnElement[Any] = cast(func.round(similarity * TYPO_TIER), Integer)
+    else:
+        exact, fallback = tiers, literal(0)
+    return case(*((condition, rank) for rank, condition in exact), else_=fallback)
 
 
 def _where(filters: SearchFilters) -> list[ColumnElement[bool]]:
@@ -229,26 +238,20 @@ def _page_statement(
             .subquery("page")
         )
     else:
-        # One top-N query per relevance tier, each excluding the better tiers, glued with UNION ALL;
-        # a cursor (rank, key, id) skips the tiers already read and resumes inside its own.
-        after_rank = after[0] if after is not None else None
-        parts = []
-        better: list[ColumnElement[bool]] = []
-        for rank, condition in _tiers(filters.query):
-            if after_rank is not None and rank > after_rank:
-                better.append(condition)
-                continue
-            conditions = [*where, condition, *(not_(b) for b in better)]
-            if after is not None and rank == after_rank:
-                conditions.append(_beyond(key, direction, after[1], after[2]))
-            parts.append(
-                select(*_COLUMNS, key.label("sort_key"), literal(rank, Integer).label("rank"))
-                .where(*conditions)
-                .order_by(*_by(key, Customer.id, direction))
-                .limit(limit)
-            )
-            better.append(condition)
-        page = union_all(*parts).subquery("page") if len(parts) > 1 else parts[0].subquery("page")
+        # Relevance first: every match of the business is ranked (integer tiers, see `_tiers`) and
+        # a top-N sort keeps one page. The cursor (rank, key, id) resumes inside its tier.
+        rank = _rank(filters.query)
+        where.append(_match(filters.query))
+        if after is not None:
+            last_rank, key_value, id_value = after
+            where.append(or_(rank < last_rank, and_(rank == last_rank, _beyond(key, direction, key_value, id_value))))
+        page = (
+            select(*_COLUMNS, key.label("sort_key"), rank.label("rank"))
+            .where(*where)
+            .order_by(rank.desc(), *_by(key, Customer.id, direction))
+            .limit(limit)
+            .subquery("page")
+        )
 
     # Tags are gathered for the page's rows only (outside the LIMIT), one index probe each.
     tags = (
