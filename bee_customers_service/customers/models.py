@@ -56,13 +56,21 @@ class Customer(TimestampMixin, Base):
         # per sort with business_id first so a keyset page is an index range scan.
         Index(
             "ix_customers_search_name_trgm",
+            "business_id",
             "search_name",
             postgresql_using="gin",
             postgresql_ops={"search_name": "gin_trgm_ops"},
         ),
-        Index("ix_customers_email_trgm", "email", postgresql_using="gin", postgresql_ops={"email": "gin_trgm_ops"}),
+        Index(
+            "ix_customers_email_trgm",
+            "business_id",
+            "email",
+            postgresql_using="gin",
+            postgresql_ops={"email": "gin_trgm_ops"},
+        ),
         Index(
             "ix_customers_phone_digits_trgm",
+            "business_id",
             "phone_digits",
             postgresql_using="gin",
             postgresql_ops={"phone_digits": "gin_trgm_ops"},

@@ -154,7 +154,13 @@ def _tiers(query: TextQuery) -> list[tuple[int, ColumnElement[bool]]]:
 
 
 def _match(query: TextQuery) -> ColumnElement[bool]:
-    return or_(*(condition for _rank, condition in _tiers(query)))
+    """Rows in any tier, written with as few index scans as possible: the substring conditions
+    already contain the equal / prefix / word-prefix ones (which only rank)."""
+    tiers = dict((rank, condition) for rank, condition in reversed(_tiers(query)))
+    if query.phone_digits is not None or "@" in query.raw:
+        return tiers[900]
+    wanted = [tiers[700]] + [tiers[rank] for rank in (500, TYPO_TIER) if rank in tiers]
+    return or_(*wanted)
 
 
 def _rank(query: TextQuery) -> ColumnElement[int]:
