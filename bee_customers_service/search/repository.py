@@ -15,7 +15,7 @@ Plans (checked with EXPLAIN ANALYZE at 1,000,000 customers in one business; benc
 import re
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -115,7 +115,6 @@ class SearchFilters:
     last_order_before: date | None = None
     min_orders: int | None = None
     min_lifetime_value: Decimal | None = None
-    extra: list[ColumnElement[bool]] = field(default_factory=list)
 
 
 def _tiers(query: TextQuery) -> list[tuple[int, ColumnElement[bool]]]:
