@@ -22,6 +22,9 @@ from bee_customers_service.core.ratelimit import IpRateLimitMiddleware, RateLimi
 from bee_customers_service.core.security import TokenVerifier
 from bee_customers_service.customers.router import router as customers_router
 from bee_customers_service.gdpr.router import router as gdpr_router
+from bee_customers_service.notes.router import router as notes_router
+from bee_customers_service.search.router import router as search_router
+from bee_customers_service.tags.router import router as tags_router
 
 # A background component (the outbox relay, the activity consumer) is an async context manager
 # factory: entered after the database is up, exited before it is disposed.
@@ -81,4 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.avatar_storage == "local":
         app.include_router(avatar_files_router)
     app.include_router(activity_router)
+    app.include_router(search_router)
+    app.include_router(tags_router)
+    app.include_router(notes_router)
     return app

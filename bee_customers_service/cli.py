@@ -1,4 +1,4 @@
-"""The `bee-customers` command: serve | migrate | token (later: relay, consume, seed ...)."""
+"""The `bee-customers` command: serve | migrate | token | seed (later: relay, consume ...)."""
 
 import argparse
 import os
@@ -164,6 +164,28 @@ def _recompute(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seed(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from bee_customers_service import seed
+    from bee_customers_service.core.db import resolve_database_url
+
+    url = resolve_database_url(get_settings())
+    plan = [(args.business or uuid.uuid4(), args.customers)] if args.customers else []
+    plan += [(uuid.uuid4(), args.per_business) for _ in range(args.businesses)]
+    results = asyncio.run(
+        seed.seed(
+            url,
+            businesses=plan,
+            rebuild_indexes=args.rebuild_indexes,
+            progress=lambda line: print(line, file=sys.stderr),
+        )
+    )
+    for result in results:
+        print(f"{result.business_id} {result.customers}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bee-customers", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -197,6 +219,18 @@ def build_parser() -> argparse.ArgumentParser:
     recompute = commands.add_parser("recompute", help="rebuild the statistics of a business from its activity rows")
     recompute.add_argument("--business", type=uuid.UUID, required=True, help="the business id")
     recompute.set_defaults(handler=_recompute)
+
+    seed = commands.add_parser("seed", help="generate synthetic customers (with tags) for benchmarks and demos")
+    seed.add_argument("--customers", type=int, default=0, help="customers for one business (--business or new)")
+    seed.add_argument("--business", type=uuid.UUID, help="the business to grow (random when omitted)")
+    seed.add_argument("--businesses", type=int, default=0, help="this many more businesses ...")
+    seed.add_argument("--per-business", type=int, default=10_000, help="... of this many customers each")
+    seed.add_argument(
+        "--rebuild-indexes",
+        action="store_true",
+        help="drop secondary indexes during the load and rebuild them after (fast; only for a database nobody uses)",
+    )
+    seed.set_defaults(handler=_seed)
     return parser
 
 

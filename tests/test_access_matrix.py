@@ -43,7 +43,6 @@ class Cell:
 
     customer: dict[str, Any]
     business_id: uuid.UUID
-    prepared: dict[str, str] = field(default_factory=dict)  # ids made by a row's `prepare`
 
 
 @dataclass
@@ -55,11 +54,11 @@ class Row:
     body: Callable[[Cell], Any] | None = None
     params: Callable[[Cell], dict[str, Any]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. files= for multipart
-    # Makes what the path needs beyond the customer (e.g. an erasure record): (client, world) -> ids.
-    prepare: Callable[[Any, Any], Awaitable[dict[str, str]]] | None = None
+    # Creates what the path refers to besides the customer (a tag, a note) and returns its path values.
+    setup: Callable[[Any, Any, Cell], Awaitable[dict[str, str]]] | None = None
 
-    def url(self, cell: Cell) -> str:
-        return self.path.format(customer_id=cell.customer["id"], user_id=cell.customer["user_id"], **cell.prepared)
+    def url(self, cell: Cell, **values: str) -> str:
+        return self.path.format(customer_id=cell.customer["id"], user_id=cell.customer["user_id"], **values)
 
 
 def _new_profile(cell: Cell) -> dict[str, Any]:
@@ -71,10 +70,26 @@ def _new_profile(cell: Cell) -> dict[str, Any]:
     }
 
 
-async def _erasure_record(client: Any, world: Any) -> dict[str, str]:
+async def _erasure_record(client: Any, world: Any, cell: Cell) -> dict[str, str]:
     victim = await world.create_customer(client)
     erased = await client.delete(f"/customers/{victim['id']}", headers=world.admin.headers)
     return {"request_id": erased.headers["Location"].rsplit("/", 1)[1]}
+
+
+async def _make_tag(client: Any, world: Any, cell: Cell) -> dict[str, str]:
+    response = await client.post(
+        f"/customers/{cell.customer['id']}/tags", json={"label": "Matrix"}, headers=world.admin.headers
+    )
+    assert response.status_code == 201, response.text
+    return {"tag_id": response.json()["id"]}
+
+
+async def _make_note(client: Any, world: Any, cell: Cell) -> dict[str, str]:
+    response = await client.post(
+        f"/customers/{cell.customer['id']}/notes", json={"content": "Matrix note"}, headers=world.admin.headers
+    )
+    assert response.status_code == 201, response.text
+    return {"note_id": response.json()["id"]}
 
 
 ROUTES: list[Row] = [
@@ -85,7 +100,7 @@ ROUTES: list[Row] = [
     Row("GET", "/customers/{customer_id}/export", "self_or_admin", 200),
     Row("GET", "/users/{user_id}/export", "self_or_service", 200),
     Row("DELETE", "/users/{user_id}", "self_or_service", 204),
-    Row("GET", "/gdpr/requests/{request_id}", "admin_of_record_or_service", 200, prepare=_erasure_record),
+    Row("GET", "/gdpr/requests/{request_id}", "admin_of_record_or_service", 200, setup=_erasure_record),
     Row(
         "POST",
         "/customers/{customer_id}/avatar",
@@ -98,6 +113,13 @@ ROUTES: list[Row] = [
     Row("GET", "/customers/{customer_id}/stats", "self_or_admin", 200),
     Row("GET", "/customers/{customer_id}/history", "self_or_admin", 200),
     Row("POST", "/customers/{customer_id}/stats/recompute", "admin_of_customer", 200),
+    Row("GET", "/customers", "admin_of_business", 200, params=lambda c: {"business_id": str(c.business_id)}),
+    Row("POST", "/customers/{customer_id}/tags", "admin_of_customer", 201, body=lambda c: {"label": "VIP"}),
+    Row("GET", "/customers/{customer_id}/tags", "admin_of_customer", 200),
+    Row("DELETE", "/customers/{customer_id}/tags/{tag_id}", "admin_of_customer", 204, setup=_make_tag),
+    Row("POST", "/customers/{customer_id}/notes", "admin_of_customer", 201, body=lambda c: {"content": "Hi"}),
+    Row("GET", "/customers/{customer_id}/notes", "admin_of_customer", 200),
+    Row("DELETE", "/customers/{customer_id}/notes/{note_id}", "admin_of_customer", 204, setup=_make_note),
 ]
 
 PUBLIC = {("GET", "/healthcheck"), ("GET", "/readyz")}
@@ -134,8 +156,6 @@ CASES = [(row, caller) for row in ROUTES for caller in CALLERS]
 async def test_access_matrix(client, world, row, caller):
     customer = await world.create_customer(client)
     cell = Cell(customer=customer, business_id=world.business_id)
-    if row.prepare is not None:
-        cell.prepared = await row.prepare(client, world)
     expected = {**UNAUTHENTICATED, **RULES[row.rule]}[caller]
     expected_status = row.success if expected == OK else expected
 
@@ -144,7 +164,10 @@ async def test_access_matrix(client, world, row, caller):
         kwargs["json"] = row.body(cell)
     if row.params is not None:
         kwargs["params"] = row.params(cell)
-    response = await client.request(row.method, row.url(cell), headers=_headers(world, caller, customer), **kwargs)
+    values = await row.setup(client, world, cell) if row.setup is not None else {}
+    response = await client.request(
+        row.method, row.url(cell, **values), headers=_headers(world, caller, customer), **kwargs
+    )
 
     assert response.status_code == expected_status, response.text
     if expected_status == 401:

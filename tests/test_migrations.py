@@ -19,6 +19,15 @@ async def _tables(url: str) -> set[str]:
     return {r["tablename"] for r in rows} | {r["typname"] for r in types}
 
 
+async def _search_functions(url: str) -> set[str]:
+    connection = await asyncpg.connect(url)
+    try:
+        rows = await connection.fetch("SELECT proname FROM pg_proc WHERE proname LIKE 'bee\\_%'")
+    finally:
+        await connection.close()
+    return {r["proname"] for r in rows}
+
+
 async def test_upgrade_from_empty_and_downgrade_to_empty(postgres_server):
     name, url = await create_database(postgres_server, prefix="bee_migrations")
     try:
@@ -38,8 +47,11 @@ async def test_upgrade_from_empty_and_downgrade_to_empty(postgres_server):
             "gdpr_requests",
         } <= upgraded
 
+        assert await _search_functions(url) == {"bee_unaccent", "bee_search_normalise"}
+
         await asyncio.to_thread(run_migrations, to_async_url(url), "base", downgrade=True)
         assert await _tables(url) == {"alembic_version"}
+        assert await _search_functions(url) == set()
 
         await asyncio.to_thread(run_migrations, to_async_url(url))  # and up again: downgrades are clean
         assert await _tables(url) == upgraded

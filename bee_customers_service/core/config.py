@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     activity_retry_delay_ms: int = Field(default=10_000, ge=10)
     activity_max_attempts: int = Field(default=8, ge=1, le=100)
     stats_window_months: int = Field(default=6, ge=1, le=60)
+    # Notes (spec 5.4): comma-separated words or phrases a note may not contain (whole words,
+    # case- and accent-insensitive). Empty: no content filter.
+    notes_blocklist: str = ""
 
     @model_validator(mode="after")
     def _refuse_dev_secret_in_production(self) -> "Settings":
@@ -121,6 +124,10 @@ class Settings(BaseSettings):
         if self.avatar_storage == "s3" and not self.s3_bucket:
             raise ValueError("BEE_S3_BUCKET is required when BEE_AVATAR_STORAGE=s3")
         return self
+
+    @property
+    def notes_blocked_words(self) -> tuple[str, ...]:
+        return tuple(word.strip() for word in self.notes_blocklist.split(",") if word.strip())
 
     @property
     def uses_embedded_database(self) -> bool:

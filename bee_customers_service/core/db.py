@@ -106,3 +106,11 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     factory = database.read_sessionmaker if request.method in SAFE_METHODS else database.sessionmaker
     async with factory() as session:
         yield session
+
+
+async def get_transactional_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """A session in a real transaction whatever the method: for reads that set transaction-scoped
+    settings (`set_config(..., true)`, e.g. the search's trigram threshold and plan mode)."""
+    database: Database = request.app.state.database
+    async with database.sessionmaker() as session:
+        yield session

@@ -6,7 +6,7 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bee_customers_service.core.config import Settings
-from bee_customers_service.core.db import get_session
+from bee_customers_service.core.db import get_session, get_transactional_session
 from bee_customers_service.core.errors import UnsupportedMediaType
 from bee_customers_service.core.security import Principal, get_principal
 
@@ -23,5 +23,6 @@ async def require_json(request: Request) -> None:
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
+TransactionalSessionDep = Annotated[AsyncSession, Depends(get_transactional_session)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

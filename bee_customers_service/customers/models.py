@@ -5,7 +5,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Date, Enum, Index, Integer, Numeric, String, UniqueConstraint, text
+from sqlalchemy import Computed, Date, Enum, Index, Integer, Numeric, String, Text, UniqueConstraint, text
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -39,10 +39,49 @@ class Customer(TimestampMixin, Base):
     # Optimistic concurrency: bumped on every write, exposed as the ETag.
     version: Mapped[int] = mapped_column(Integer, nullable=False, server_default="1")
 
+    # Search columns computed by PostgreSQL (migration 0004): the lower-case, unaccented full name
+    # and the phone's digits. Read-only here; every write to full_name/phone keeps them right.
+    search_name: Mapped[str] = mapped_column(Text, Computed("public.bee_search_normalise(full_name)", persisted=True))
+    phone_digits: Mapped[str] = mapped_column(
+        Text, Computed("regexp_replace(coalesce(phone, ''), '[^0-9]', '', 'g')", persisted=True)
+    )
+
     __table_args__ = (
         UniqueConstraint("user_id", "business_id", name="uq_user_per_business"),
         Index("ix_customers_business_id", "business_id"),
         Index("ix_customers_user_id", "user_id"),
         Index("ix_customers_business_id_full_name", "business_id", "full_name"),
         Index("ix_customers_phone", "phone"),
+        # Admin search (customers/search.py): trigram GIN for substring/typo matching, and one btree
+        # per sort with business_id first so a keyset page is an index range scan.
+        Index(
+            "ix_customers_search_name_trgm",
+            "business_id",
+            "search_name",
+            postgresql_using="gin",
+            postgresql_ops={"search_name": "gin_trgm_ops"},
+        ),
+        Index(
+            "ix_customers_email_trgm",
+            "business_id",
+            "email",
+            postgresql_using="gin",
+            postgresql_ops={"email": "gin_trgm_ops"},
+        ),
+        Index(
+            "ix_customers_phone_digits_trgm",
+            "business_id",
+            "phone_digits",
+            postgresql_using="gin",
+            postgresql_ops={"phone_digits": "gin_trgm_ops"},
+        ),
+        Index("ix_customers_business_created_at_id", "business_id", "created_at", "id"),
+        Index("ix_customers_business_search_name_id", "business_id", "search_name", "id"),
+        Index("ix_customers_business_lifetime_value_id", "business_id", "lifetime_value", "id"),
+        Index(
+            "ix_customers_business_last_order_id",
+            "business_id",
+            text("(coalesce(last_order_date, DATE '1900-01-01'))"),
+            "id",
+        ),
     )

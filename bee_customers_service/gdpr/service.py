@@ -46,13 +46,25 @@ def _notes_visible(principal: Principal, customer: Customer, settings: Settings)
     return principal.is_admin_of(customer.business_id) or settings.gdpr_export_notes
 
 
+def _without_note_contents(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The events, with the text of note_added events removed (the notes themselves are withheld)."""
+    return [
+        {**item, "event": {k: v for k, v in item["event"].items() if k != "note"}}
+        if item["event"].get("event") == "v1.customer.note_added"
+        else item
+        for item in events
+    ]
+
+
 async def export_customer(
     session: AsyncSession, *, customer: Customer, principal: Principal, settings: Settings
 ) -> dict[str, Any]:
     """One document with everything this service holds about the customer in its business."""
+    notes_visible = _notes_visible(principal, customer, settings)
+    events = await repository.events_about(session, customer.id)
     tables: dict[str, list[dict[str, Any]]] = {}
     for table in repository.CUSTOMER_OWNED_TABLES:
-        if table is CustomerNote.__table__ and not _notes_visible(principal, customer, settings):
+        if table is CustomerNote.__table__ and not notes_visible:
             continue
         tables[table.name] = await repository.rows_of(session, table, customer.id)
     document = {
@@ -62,7 +74,7 @@ async def export_customer(
         "avatar_url": customer.avatar_url,
         "statistics": (await activity_service.stats(session, customer, settings=settings)).model_dump(),
         "tables": tables,
-        "events": await repository.events_about(session, customer.id),
+        "events": _without_note_contents(events) if not notes_visible else events,
     }
     audit_log.info(
         "audit",

@@ -2,10 +2,13 @@
 
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, func, select
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bee_customers_service.customers.models import Customer
 from bee_customers_service.tags.models import CustomerTag
 
 
@@ -16,3 +19,48 @@ async def list_for_customer(session: AsyncSession, customer_id: uuid.UUID) -> Se
         .order_by(CustomerTag.created_at, CustomerTag.id)
     )
     return (await session.execute(statement)).scalars().all()
+
+
+async def lock_customer(session: AsyncSession, customer_id: uuid.UUID) -> bool:
+    """Serialise tag writers of one customer: FOR NO KEY UPDATE on its row (False if it is gone).
+
+    NO KEY UPDATE does not block the FK checks (KEY SHARE) of other tables' inserts.
+    """
+    statement = select(Customer.id).where(Customer.id == customer_id).with_for_update(key_share=True)
+    return (await session.execute(statement)).scalar_one_or_none() is not None
+
+
+async def count_for_customer(session: AsyncSession, customer_id: uuid.UUID) -> int:
+    statement = select(func.count()).select_from(CustomerTag).where(CustomerTag.customer_id == customer_id)
+    return (await session.execute(statement)).scalar_one()
+
+
+async def insert_if_absent(session: AsyncSession, values: dict[str, Any]) -> CustomerTag | None:
+    """Insert a tag; None when the customer already has it (same label ignoring case and spaces).
+
+    The unique index on (customer_id, label_key) arbitrates: a racing duplicate waits for the
+    winner's commit and then gets no row back, never an exception mid-transaction.
+    """
+    statement = (
+        insert(CustomerTag)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=[CustomerTag.customer_id, CustomerTag.label_key])
+        .returning(CustomerTag)
+    )
+    return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def existing_labels(session: AsyncSession, customer_id: uuid.UUID, labels: Sequence[str]) -> list[str]:
+    """The customer's labels (as first written) that are the same tag as one of `labels`."""
+    keys = [func.lower(func.btrim(label)) for label in labels]
+    statement = select(CustomerTag.label).where(CustomerTag.customer_id == customer_id, CustomerTag.label_key.in_(keys))
+    return list((await session.execute(statement)).scalars().all())
+
+
+async def delete_tag(session: AsyncSession, customer_id: uuid.UUID, tag_id: uuid.UUID) -> CustomerTag | None:
+    statement = (
+        delete(CustomerTag)
+        .where(CustomerTag.id == tag_id, CustomerTag.customer_id == customer_id)
+        .returning(CustomerTag)
+    )
+    return (await session.execute(statement)).scalar_one_or_none()

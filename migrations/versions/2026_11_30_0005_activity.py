@@ -1,7 +1,7 @@
 """Activity: customer_activity, processed_events, and more customer_history fields.
 
 Revision ID: 0005_activity
-Revises: 0002_outbox
+Revises: 0004_tags_notes_search
 Create Date: 2026-11-30
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0005_activity"
-down_revision: str | None = "0002_outbox"
+down_revision: str | None = "0004_tags_notes_search"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

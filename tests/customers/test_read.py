@@ -2,24 +2,15 @@
 
 import uuid
 
-from sqlalchemy import text
 
-
-async def test_admin_view_has_tags_and_note_count_customer_view_has_neither(client, world, engine):
+async def test_admin_view_has_tags_and_note_count_customer_view_has_neither(client, world):
     created = await world.create_customer(client)
     cid = uuid.UUID(created["id"])
-    for label, color in (("VIP", "#FFD700"), ("Prefers mornings", None)):  # one transaction each: in order
-        async with engine.begin() as connection:
-            await connection.execute(
-                text("INSERT INTO customer_tags (id, customer_id, label, color) VALUES (:i, :c, :l, :k)"),
-                {"i": uuid.uuid4(), "c": cid, "l": label, "k": color},
-            )
-    async with engine.begin() as connection:
-        for content in ("Late three times", "Pays cash"):
-            await connection.execute(
-                text("INSERT INTO customer_notes (id, customer_id, content, created_by) VALUES (:i, :c, :n, :a)"),
-                {"i": uuid.uuid4(), "c": cid, "n": content, "a": world.admin.user_id},
-            )
+    for body in ({"label": "VIP", "color": "#FFD700"}, {"label": "Prefers mornings"}):
+        assert (await client.post(f"/customers/{cid}/tags", json=body, headers=world.admin.headers)).status_code == 201
+    for content in ("Late three times", "Pays cash"):
+        added = await client.post(f"/customers/{cid}/notes", json={"content": content}, headers=world.admin.headers)
+        assert added.status_code == 201
 
     admin_view = (await client.get(f"/customers/{cid}", headers=world.admin.headers)).json()
     own_view = await client.get(f"/customers/{cid}", headers=world.customer(uuid.UUID(created["user_id"])).headers)

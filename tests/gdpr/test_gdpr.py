@@ -25,20 +25,16 @@ def write(engine):
 async def _customer_with_everything(client, world, write, **overrides):
     customer = await world.create_customer(client, **overrides)
     cid = uuid.UUID(customer["id"])
+    tagged = await client.post(f"/customers/{cid}/tags", json={"label": "VIP"}, headers=world.admin.headers)
+    noted = await client.post(
+        f"/customers/{cid}/notes", json={"content": "Late three times"}, headers=world.admin.headers
+    )
+    assert (tagged.status_code, noted.status_code) == (201, 201)
     await write(
-        "INSERT INTO customer_tags (id, customer_id, label, created_by) VALUES (:id, :c, 'VIP', :a)",
+        "INSERT INTO customer_history (id, customer_id, business_id, returned_orders) VALUES (:id, :c, :b, 2)",
         id=uuid.uuid4(),
         c=cid,
-        a=world.admin.user_id,
-    )
-    await write(
-        "INSERT INTO customer_notes (id, customer_id, content, created_by) VALUES (:id, :c, 'Late three times', :a)",
-        id=uuid.uuid4(),
-        c=cid,
-        a=world.admin.user_id,
-    )
-    await write(
-        "INSERT INTO customer_history (id, customer_id, returned_orders) VALUES (:id, :c, 2)", id=uuid.uuid4(), c=cid
+        b=uuid.UUID(customer["business_id"]),
     )
     return customer
 
@@ -60,7 +56,11 @@ async def test_export_holds_every_table_and_nothing_of_others(client, world, wri
     assert [t["label"] for t in document["tables"]["customer_tags"]] == ["VIP"]
     assert [n["content"] for n in document["tables"]["customer_notes"]] == ["Late three times"]
     assert document["tables"]["customer_history"][0]["returned_orders"] == 2
-    assert [e["event"]["event"] for e in document["events"]] == ["v1.customer.created"]
+    assert [e["event"]["event"] for e in document["events"]] == [
+        "v1.customer.created",
+        "v1.customer.tagged",
+        "v1.customer.note_added",
+    ]
     assert document["statistics"]["total_orders"] == 0
     raw = response.text
     assert neighbour["id"] not in raw and "Ion Ionescu" not in raw

@@ -1,0 +1,30 @@
+"""GET /customers?business_id=...: the admin search (admin_business / admin_manager of that business)."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+from starlette.responses import Response
+
+from bee_customers_service.core.dependencies import TransactionalSessionDep
+from bee_customers_service.core.security import Principal, get_principal, require_admin
+from bee_customers_service.search import service
+from bee_customers_service.search.schemas import SearchPage, SearchParams
+
+router = APIRouter(prefix="/customers", tags=["search"])
+
+
+@router.get(
+    "",
+    response_model=SearchPage,
+    response_model_exclude_none=True,
+    summary="Search and list a business's customers (keyset pages, relevance first with `query`)",
+)
+async def search_customers(
+    params: Annotated[SearchParams, Query()],
+    session: TransactionalSessionDep,  # its set_config(..., true) needs a transaction
+    principal: Annotated[Principal, Depends(get_principal)],
+) -> Response:
+    require_admin(principal, params.business_id)
+    page = await service.search_customers(session, params=params)
+    body = page.model_dump_json(exclude={"total"} if page.total is None else None)
+    return Response(content=body, media_type="application/json")

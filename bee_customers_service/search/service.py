@@ -1,0 +1,64 @@
+"""Admin search over a business's customers: decode the cursor, run the page query, count on request."""
+
+import hashlib
+import uuid
+from typing import Any
+
+import orjson
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bee_customers_service.core.pagination import decode_cursor, page_of
+from bee_customers_service.search import repository
+from bee_customers_service.search.repository import SORT_TYPES, SearchFilters, interpret_query
+from bee_customers_service.search.schemas import SearchItem, SearchPage, SearchParams
+
+# Everything but paging: a cursor is only valid for the search (and ordering) that handed it out.
+_PAGING_FIELDS = {"cursor", "limit", "include_total"}
+
+
+def _scope(params: SearchParams) -> str:
+    criteria = params.model_dump(mode="json", exclude=_PAGING_FIELDS)
+    criteria["order"] = params.direction
+    digest = hashlib.sha256(orjson.dumps(criteria, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+    return f"search:v1:{digest}"
+
+
+def filters_from(params: SearchParams) -> SearchFilters:
+    return SearchFilters(
+        business_id=params.business_id,
+        query=interpret_query(params.query) if params.query else None,
+        tags=params.tag,
+        tag_mode=params.tag_mode,
+        gender=params.gender,
+        created_after=params.created_after,
+        created_before=params.created_before,
+        last_order_after=params.last_order_after,
+        last_order_before=params.last_order_before,
+        min_orders=params.min_orders,
+        min_lifetime_value=params.min_lifetime_value,
+    )
+
+
+async def search_customers(session: AsyncSession, *, params: SearchParams) -> SearchPage:
+    """One page of a business's customers matching `params` (the caller is already authorised)."""
+    filters = filters_from(params)
+    scope = _scope(params)
+    types: tuple[Any, ...] = (SORT_TYPES[params.sort], uuid.UUID)
+    if filters.query is not None:
+        types = (int, *types)  # relevance first
+    after = decode_cursor(params.cursor, scope=scope, types=types)
+
+    rows = await repository.search_page(
+        session, filters, sort=params.sort, direction=params.direction, after=after, limit=params.limit + 1
+    )
+
+    def key(row: Any) -> tuple[Any, ...]:
+        base = (row.sort_key, row.id)
+        return (row.rank, *base) if filters.query is not None else base
+
+    page_rows, next_cursor = page_of(rows, params.limit, key=key, scope=scope)
+    total = await repository.count(session, filters) if params.include_total else None
+    await session.commit()  # read-only; ends the transaction the SET LOCAL lived in
+    return SearchPage(
+        items=[SearchItem.model_validate(row._mapping) for row in page_rows], next_cursor=next_cursor, total=total
+    )

@@ -1,0 +1,106 @@
+"""Business rules of tags: unique per customer ignoring case/spaces, at most 50, events in the same transaction."""
+
+import uuid
+
+from sqlalchemy import func
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bee_customers_service.core.errors import Conflict, CustomerNotFound, InvalidInput, NotFound
+from bee_customers_service.core.security import Principal
+from bee_customers_service.customers.models import Customer
+from bee_customers_service.events import outbox
+from bee_customers_service.tags import repository
+from bee_customers_service.tags.models import CustomerTag
+from bee_customers_service.tags.schemas import MAX_TAGS_PER_CUSTOMER, TagCreate
+
+EVENT_TAGGED = "v1.customer.tagged"
+EVENT_UNTAGGED = "v1.customer.untagged"
+
+
+class TagAlreadyExists(Conflict):
+    type_slug, title = "tag-exists", "Tag already exists"
+
+    def __init__(self, labels: list[str]) -> None:
+        super().__init__("The customer already has this tag (tags ignore case and surrounding spaces).", labels=labels)
+
+
+class TagNotFound(NotFound):
+    type_slug, title = "tag-not-found", "Tag not found"
+
+    def __init__(self, tag_id: uuid.UUID) -> None:
+        super().__init__(f"No tag with id {tag_id} on this customer")
+
+
+async def add_tags(
+    session: AsyncSession, *, customer: Customer, data: TagCreate, actor: Principal
+) -> list[CustomerTag]:
+    """Add one or several tags atomically: 409 if any exists already, 422 beyond 50 per customer."""
+    # Lock the customer row first: concurrent adds for one customer then count and insert one after
+    # the other, so two requests cannot both see 49 tags and end at 51.
+    if not await repository.lock_customer(session, customer.id):
+        raise CustomerNotFound(customer.id)
+    labels = data.all_labels
+    current = await repository.count_for_customer(session, customer.id)
+    if current + len(labels) > MAX_TAGS_PER_CUSTOMER:
+        await session.rollback()
+        raise InvalidInput(
+            "labels" if data.labels is not None else "label",
+            f"a customer carries at most {MAX_TAGS_PER_CUSTOMER} tags (it has {current})",
+        )
+
+    created: list[CustomerTag] = []
+    for label in labels:
+        tag = await repository.insert_if_absent(
+            session,
+            {
+                "id": uuid.uuid4(),
+                "customer_id": customer.id,
+                "business_id": customer.business_id,
+                "label": label,
+                "color": data.color.upper() if data.color else None,
+                "created_by": actor.user_id,
+                # Not now(): tags added by one request keep the order they were sent in.
+                "created_at": func.clock_timestamp(),
+            },
+        )
+        if tag is None:
+            existing = await repository.existing_labels(session, customer.id, labels)
+            await session.rollback()
+            raise TagAlreadyExists(existing or [label])
+        created.append(tag)
+        await outbox.enqueue(
+            session,
+            EVENT_TAGGED,
+            business_id=customer.business_id,
+            customer_id=customer.id,
+            fields={
+                "customer_id": customer.id,
+                "tag": tag.label,
+                "tag_id": tag.id,
+                "color": tag.color,
+                "created_by": actor.user_id,
+                "created_at": tag.created_at,
+            },
+        )
+    await session.commit()
+    return created
+
+
+async def list_tags(session: AsyncSession, *, customer: Customer) -> list[CustomerTag]:
+    return list(await repository.list_for_customer(session, customer.id))
+
+
+async def remove_tag(session: AsyncSession, *, customer: Customer, tag_id: uuid.UUID, actor: Principal) -> None:
+    """Delete a tag of this customer (404 for a tag of another customer) and announce it."""
+    tag = await repository.delete_tag(session, customer.id, tag_id)
+    if tag is None:
+        await session.rollback()
+        raise TagNotFound(tag_id)
+    await outbox.enqueue(
+        session,
+        EVENT_UNTAGGED,
+        business_id=customer.business_id,
+        customer_id=customer.id,
+        fields={"customer_id": customer.id, "tag": tag.label, "tag_id": tag.id, "removed_by": actor.user_id},
+    )
+    await session.commit()
