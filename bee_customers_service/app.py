@@ -15,6 +15,7 @@ from bee_customers_service.core.middleware import BodyLimitMiddleware, Correlati
 from bee_customers_service.core.observability import configure_logging
 from bee_customers_service.core.security import TokenVerifier
 from bee_customers_service.customers.router import router as customers_router
+from bee_customers_service.events.relay import events_readiness, relay_component
 
 # A background component (the outbox relay, the activity consumer) is an async context manager
 # factory: entered after the database is up, exited before it is disposed.
@@ -24,7 +25,12 @@ ReadinessReporter = Callable[[], Awaitable[dict[str, Any]]]
 
 def _background_components(settings: Settings) -> list[BackgroundFactory]:
     """What runs beside the API in `serve`; each issue that adds a worker registers it here."""
-    return []
+    components: list[BackgroundFactory] = []
+    # Events: /readyz reports the broker and the outbox backlog; the relay publishes the outbox.
+    components.append(events_readiness)
+    if settings.relay_enabled:
+        components.append(relay_component)
+    return components
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
