@@ -323,7 +323,6 @@ class OutboxRelay:
                 self.settings.rabbitmq_url,
                 self.settings.events_exchange,
                 app_id=self.settings.service_name,
-                publish_timeout=self.settings.relay_publish_timeout_seconds,
                 reconnect_interval=min(5.0, self.settings.relay_max_backoff_seconds),
             )
         try:
@@ -352,10 +351,15 @@ class OutboxRelay:
                     return
                 outcome.published.append(row["id"])
 
-        if len(chains) == len(rows):  # the common case: no customer twice in the batch
-            await asyncio.gather(*(publish_chain([row]) for row in rows))
-        else:
-            await asyncio.gather(*(publish_chain(chain) for chain in chains.values()))
+        timeout = self.settings.relay_publish_timeout_seconds
+        try:
+            async with asyncio.timeout(timeout):  # one timer for the whole batch of confirms
+                await asyncio.gather(*(publish_chain(chain) for chain in chains.values()))
+        except TimeoutError:
+            error = f"no confirm from the broker within {timeout:g} s"
+            broker.mark_unavailable(error)
+            settled = set(outcome.published) | {row_id for row_id, _ in outcome.rejected + outcome.unavailable}
+            outcome.unavailable.extend((row["id"], error) for row in rows if row["id"] not in settled)
 
     async def _mark_published(self, connection: asyncpg.Connection, ids: list[int]) -> None:
         await connection.execute(MARK_PUBLISHED_SQL, ids)

@@ -187,6 +187,41 @@ async def test_broker_outage_loses_nothing_and_keeps_order_per_customer(
         assert arrived == in_outbox  # created, updated, updated, updated: in the order they happened
 
 
+async def test_broker_that_stops_confirming_counts_as_down_until_it_answers(
+    relay_settings, consumer, rabbitmq, world, engine, fetch, database_url
+):
+    await _drain(relay_settings, database_url, fetch)
+    broker = urlsplit(rabbitmq)
+    proxy = TcpProxy(broker.hostname or "127.0.0.1", broker.port or 5672)
+    await proxy.start()
+    settings = relay_settings(
+        rabbitmq_url=f"amqp://guest:guest@127.0.0.1:{proxy.port}/", relay_publish_timeout_seconds=0.5
+    )
+    try:
+        async with running_relay(settings, database_url) as relay:
+            await _enqueue(engine, world.business_id, [(uuid.uuid4(), "v1.customer.created")])
+            await consumer.wait_for_count(world.business_id, 1)
+
+            proxy.stall()  # the connection stays open, but nothing comes back
+            await _enqueue(engine, world.business_id, [(uuid.uuid4(), "v1.customer.created") for _ in range(3)])
+            [failed, *_] = await eventually(
+                lambda: _failed_rows(fetch, world.business_id), what="the confirm timeout to be recorded"
+            )
+            assert "no confirm" in failed["last_error"]
+            assert relay.broker_report()["status"] == "down"
+
+            proxy.resume()
+            await eventually(lambda: _all_published(fetch, world.business_id), what="the stalled events to go out")
+            assert relay.broker_report()["status"] == "up"
+        await consumer.flush()
+    finally:
+        await proxy.stop()
+
+    rows = await _rows(fetch, world.business_id)
+    received = {body["event_id"] for body in consumer.bodies(world.business_id)}
+    assert received == {str(row["event_id"]) for row in rows}  # every event arrived (some perhaps twice)
+
+
 async def _failed_rows(fetch, business_id):
     """This business's pending rows on which the relay recorded a failed attempt."""
     rows = await _rows(fetch, business_id)
@@ -363,8 +398,8 @@ async def test_published_rows_are_purged_after_retention(relay_settings, consume
 
 
 async def test_stop_finishes_the_batch_in_flight(relay_settings, consumer, world, engine, database_url, fetch):
-    await _enqueue(engine, world.business_id, [(uuid.uuid4(), "v1.customer.updated") for _ in range(400)])
-    async with running_relay(relay_settings(relay_batch_size=50), database_url) as relay:
+    await _enqueue(engine, world.business_id, [(uuid.uuid4(), "v1.customer.updated") for _ in range(150)])
+    async with running_relay(relay_settings(relay_batch_size=20), database_url) as relay:
         await consumer.wait_for_count(world.business_id, 1)
         relay.request_stop()
     await consumer.flush()
