@@ -30,6 +30,7 @@ import sys
 import time
 import uuid
 from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aio_pika
@@ -44,7 +45,7 @@ from bee_customers_service.cli import run_migrations  # noqa: E402
 from bee_customers_service.core.config import Settings  # noqa: E402
 from bee_customers_service.core.db import to_async_url  # noqa: E402
 from bee_customers_service.events import outbox  # noqa: E402
-from bee_customers_service.events.broker import OutgoingEvent  # noqa: E402
+from bee_customers_service.events.broker import OutgoingEvent, build_message  # noqa: E402
 from bee_customers_service.events.relay import OutboxRelay  # noqa: E402
 
 SERVER_URL = os.environ.get("BEE_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -124,6 +125,7 @@ async def bare_loop(exchange_name: str, rows: list[tuple], batch_size: int) -> t
             body=orjson.dumps(body),
             trace_id=body["trace_id"],
             request_id=body["request_id"],
+            occurred_at=datetime.now(UTC),
         )
         for event_id, name, _business, _customer, body in rows
     ]
@@ -133,15 +135,7 @@ async def bare_loop(exchange_name: str, rows: list[tuple], batch_size: int) -> t
         exchange = await channel.declare_exchange(exchange_name, aio_pika.ExchangeType.TOPIC, durable=True)
 
         async def publish(event: OutgoingEvent) -> None:
-            message = aio_pika.Message(
-                event.body,
-                content_type="application/json",
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                message_id=event.event_id,
-                type=event.name,
-                app_id="bee_customers_service",
-                headers={"event": event.name, "trace_id": event.trace_id, "request_id": event.request_id},
-            )
+            message = build_message(event, app_id="bee_customers_service")
             await exchange.publish(message, routing_key=event.name, mandatory=True)
 
         started, cpu = time.perf_counter(), time.process_time()

@@ -47,6 +47,20 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"[:500] if text else type(exc).__name__
 
 
+def build_message(event: OutgoingEvent, *, app_id: str) -> aio_pika.Message:
+    """The AMQP message of an event: JSON body, persistent, message_id = event_id, ids in headers."""
+    return aio_pika.Message(
+        event.body,
+        content_type="application/json",
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=event.event_id,
+        timestamp=event.occurred_at,
+        type=event.name,
+        app_id=app_id,
+        headers={"event": event.name, "trace_id": event.trace_id, "request_id": event.request_id},
+    )
+
+
 class EventBroker:
     """The topic exchange events are published to, over one robust connection and channel."""
 
@@ -111,16 +125,7 @@ class EventBroker:
         """Publish one event and wait for the broker's confirm (bound it with `asyncio.timeout`)."""
         if self._exchange is None:
             raise BrokerUnavailable("not connected")
-        message = aio_pika.Message(
-            event.body,
-            content_type="application/json",
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            message_id=event.event_id,
-            timestamp=event.occurred_at,
-            type=event.name,
-            app_id=self.app_id,
-            headers={"event": event.name, "trace_id": event.trace_id, "request_id": event.request_id},
-        )
+        message = build_message(event, app_id=self.app_id)
         try:
             # No per-message timeout here: a timer per message costs more CPU than the publish
             # itself; the caller bounds a whole batch of confirms with one timeout instead.

@@ -74,6 +74,7 @@ WHERE o.published_at IS NULL
         AND earlier.id < o.id
         AND earlier.available_at > now()
   )
+  AND o.id <> ALL($2::bigint[])
 ORDER BY o.id
 LIMIT $1
 """
@@ -129,6 +130,7 @@ class BatchOutcome:
     published: list[int] = field(default_factory=list)
     rejected: list[tuple[int, str]] = field(default_factory=list)
     unavailable: list[tuple[int, str]] = field(default_factory=list)
+    deferred: list[int] = field(default_factory=list)
 
 
 class OutboxRelay:
@@ -214,7 +216,13 @@ class OutboxRelay:
             self.dsn,
             timeout=10,
             command_timeout=max(self.settings.database_statement_timeout_ms / 1000, 30.0),
-            server_settings={"application_name": f"{self.settings.service_name}.relay"},
+            server_settings={
+                "application_name": f"{self.settings.service_name}.relay",
+                # This connection only writes bookkeeping (published_at, attempts, purges). If the
+                # database crashes before such a write reaches the disk, the row is published once
+                # more: a duplicate, never a loss. So it need not wait for the WAL flush.
+                "synchronous_commit": "off",
+            },
         )
         try:
             if not await self._acquire_leadership(connection):
@@ -256,12 +264,19 @@ class OutboxRelay:
         next_purge = loop.time() + self.settings.relay_purge_interval_seconds
         broker_failures = 0
         batch_size = self.settings.relay_batch_size
+        # Ids confirmed by the broker in the previous batch and not marked yet: they are marked
+        # while the next batch is being published (the claim leaves them out meanwhile).
+        confirmed: list[int] = []
         while not self._stopping.is_set():
             # Cleared before the claim: a NOTIFY for a commit after this point wakes the next wait.
             self._wake.clear()
-            rows = await connection.fetch(CLAIM_SQL, batch_size)
-            if rows:
-                outcome = await self._relay(connection, rows)
+            rows = await connection.fetch(CLAIM_SQL, batch_size, confirmed)
+            if not rows:
+                await self._mark(connection, confirmed)
+                confirmed = []
+            else:
+                outcome = await self._relay(connection, rows, confirmed)
+                confirmed = []
                 if outcome.unavailable:
                     broker_failures += 1
                     delay = backoff_seconds(broker_failures, self.settings.relay_max_backoff_seconds)
@@ -276,33 +291,57 @@ class OutboxRelay:
                 if broker_failures:
                     log.info("events_broker_recovered", after_failures=broker_failures)
                 broker_failures = 0
+                confirmed = outcome.deferred
             if loop.time() >= next_purge:
                 await self._purge(connection)
                 next_purge = loop.time() + self.settings.relay_purge_interval_seconds
             if len(rows) < batch_size:
-                wait_seconds = self.settings.relay_poll_seconds
-                if self._retries_scheduled:  # wake up when the first refused row is due again
-                    due_in = await connection.fetchval(NEXT_RETRY_SQL)
-                    if due_in is None:
-                        self._retries_scheduled = False
-                    else:
-                        wait_seconds = min(wait_seconds, max(due_in, 0.01))
-                await self._wait_for_work(wait_seconds)
+                await self._mark(connection, confirmed)  # nothing to overlap with: mark now
+                confirmed = []
+                await self._wait_for_work(await self._idle_seconds(connection))
+        await self._mark(connection, confirmed)  # stopping: finish the batch in flight
+
+    async def _idle_seconds(self, connection: asyncpg.Connection) -> float:
+        """The poll interval, or less when a refused row is due for its retry sooner."""
+        wait_seconds = self.settings.relay_poll_seconds
+        if self._retries_scheduled:
+            due_in = await connection.fetchval(NEXT_RETRY_SQL)
+            if due_in is None:
+                self._retries_scheduled = False
+            else:
+                wait_seconds = min(wait_seconds, max(due_in, 0.01))
+        return wait_seconds
 
     # --- one batch ------------------------------------------------------------------------
 
-    async def _relay(self, connection: asyncpg.Connection, rows: Sequence[asyncpg.Record]) -> BatchOutcome:
-        """Publish a claimed batch, then mark what was confirmed and record what failed."""
+    async def _relay(
+        self, connection: asyncpg.Connection, rows: Sequence[asyncpg.Record], previous: list[int]
+    ) -> BatchOutcome:
+        """Publish a claimed batch (marking the previous one meanwhile), then settle its outcome.
+
+        When every row was confirmed, their marking is deferred to the next batch
+        (`outcome.deferred`); otherwise they are marked and the failures recorded right away, so
+        the next claim already holds back the customers whose rows failed.
+        """
         outcome = BatchOutcome()
         broker = await self._connected_broker()
         if broker is None:
+            await self._mark(connection, previous)
             error = self.broker.last_error if self.broker else "broker not connected"
             outcome.unavailable = [(row["id"], error or "broker not connected") for row in rows]
         else:
-            await self._publish(broker, rows, outcome)
-        if outcome.published:
-            await self._mark_published(connection, outcome.published)
-            self.published_count += len(outcome.published)
+            publishing = asyncio.create_task(self._publish(broker, rows, outcome))
+            try:
+                await self._mark(connection, previous)  # the database works while the broker does
+            except BaseException:  # the mark failed (or we are cancelled): abandon the batch
+                publishing.cancel()
+                await asyncio.gather(publishing, return_exceptions=True)
+                raise
+            await publishing
+        if not outcome.rejected and not outcome.unavailable:
+            outcome.deferred = outcome.published
+            return outcome
+        await self._mark(connection, outcome.published)
         if outcome.rejected:
             await self._record_failures(connection, outcome.rejected, reschedule=True)
             self._retries_scheduled = True
@@ -315,6 +354,11 @@ class OutboxRelay:
         if outcome.unavailable:
             await self._record_failures(connection, outcome.unavailable, reschedule=False)
         return outcome
+
+    async def _mark(self, connection: asyncpg.Connection, ids: list[int]) -> None:
+        if ids:
+            await self._mark_published(connection, ids)
+            self.published_count += len(ids)
 
     async def _connected_broker(self) -> EventBroker | None:
         if self.broker is None:
