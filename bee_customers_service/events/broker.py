@@ -117,6 +117,9 @@ class EventBroker:
                 await _close_quietly(connection)
             raise BrokerUnavailable(self.last_error) from exc
         self._connection, self._channel, self._exchange = connection, channel, exchange
+        # The robust connection reopens the channel and redeclares the exchange by itself after
+        # an outage; this hears about it, so the state is right even before the next publish.
+        connection.reconnect_callbacks.add(self._on_reconnect)
         self._failed = False
         self.last_error = None
         log.info("events_broker_connected", exchange=self.exchange_name)
@@ -141,6 +144,16 @@ class EventBroker:
         if self._failed:  # a confirm arrived again: the robust connection has recovered
             self._failed = False
             self.last_error = None
+
+    @property
+    def is_open(self) -> bool:
+        """A connection exists (it may be reconnecting in the background)."""
+        return self._exchange is not None
+
+    def _on_reconnect(self, *_args: object) -> None:
+        self._failed = False
+        self.last_error = None
+        log.info("events_broker_reconnected", exchange=self.exchange_name)
 
     def mark_unavailable(self, error: str) -> None:
         """Record that the broker stopped confirming (e.g. a caller's timeout ran out)."""

@@ -84,6 +84,15 @@ UPDATE outbox SET published_at = now(), attempts = attempts + 1, last_error = NU
 WHERE id = ANY($1::bigint[]) AND published_at IS NULL
 """
 
+# Mark the confirmed ids ($2) and claim the next batch in one round trip (the claim's snapshot
+# predates the update, so it leaves those ids out explicitly).
+MARKED_CTE = """
+WITH marked AS (
+    UPDATE outbox SET published_at = now(), attempts = attempts + 1, last_error = NULL
+    WHERE id = ANY($2::bigint[]) AND published_at IS NULL
+)"""
+MARK_AND_CLAIM_SQL = MARKED_CTE + CLAIM_SQL
+
 # `reschedule` pushes `available_at` back (a refused message); without it the row stays due and
 # the relay-wide backoff paces the retry (the broker as a whole was unreachable).
 RECORD_FAILURE_SQL = """
@@ -261,20 +270,25 @@ class OutboxRelay:
     async def _lead(self, connection: asyncpg.Connection) -> None:
         loop = asyncio.get_running_loop()
         await self._purge(connection)
+        await self._connected_broker()  # connect now, so /readyz tells the truth before any event
         next_purge = loop.time() + self.settings.relay_purge_interval_seconds
         broker_failures = 0
         batch_size = self.settings.relay_batch_size
-        # Ids confirmed by the broker in the previous batch and not marked yet: they are marked
-        # while the next batch is being published (the claim leaves them out meanwhile).
+        # Ids confirmed by the broker in the previous batch and not marked yet. After a full batch
+        # they are marked while the next batch is being published; after a partial one, in the
+        # same round trip as the next claim. Either way the claim leaves them out meanwhile.
         confirmed: list[int] = []
+        mark_with_claim = False
         while not self._stopping.is_set():
             # Cleared before the claim: a NOTIFY for a commit after this point wakes the next wait.
             self._wake.clear()
-            rows = await connection.fetch(CLAIM_SQL, batch_size, confirmed)
-            if not rows:
-                await self._mark(connection, confirmed)
+            if confirmed and mark_with_claim:
+                rows = await self._mark_published(connection, confirmed, then_claim=batch_size)
+                self.published_count += len(confirmed)
                 confirmed = []
             else:
+                rows = await connection.fetch(CLAIM_SQL, batch_size, confirmed)
+            if rows:
                 outcome = await self._relay(connection, rows, confirmed)
                 confirmed = []
                 if outcome.unavailable:
@@ -295,9 +309,10 @@ class OutboxRelay:
             if loop.time() >= next_purge:
                 await self._purge(connection)
                 next_purge = loop.time() + self.settings.relay_purge_interval_seconds
-            if len(rows) < batch_size:
-                await self._mark(connection, confirmed)  # nothing to overlap with: mark now
-                confirmed = []
+            mark_with_claim = len(rows) < batch_size
+            if mark_with_claim and not confirmed:
+                if self.broker is None or not self.broker.is_open:  # idle: try to reconnect meanwhile
+                    await self._connected_broker()
                 await self._wait_for_work(await self._idle_seconds(connection))
         await self._mark(connection, confirmed)  # stopping: finish the batch in flight
 
@@ -405,8 +420,14 @@ class OutboxRelay:
             settled = set(outcome.published) | {row_id for row_id, _ in outcome.rejected + outcome.unavailable}
             outcome.unavailable.extend((row["id"], error) for row in rows if row["id"] not in settled)
 
-    async def _mark_published(self, connection: asyncpg.Connection, ids: list[int]) -> None:
+    async def _mark_published(
+        self, connection: asyncpg.Connection, ids: list[int], *, then_claim: int = 0
+    ) -> list[asyncpg.Record]:
+        """Set `published_at` on confirmed rows; with `then_claim`, also claim the next batch."""
+        if then_claim:
+            return await connection.fetch(MARK_AND_CLAIM_SQL, then_claim, ids)
         await connection.execute(MARK_PUBLISHED_SQL, ids)
+        return []
 
     async def _record_failures(
         self, connection: asyncpg.Connection, failures: list[tuple[int, str]], *, reschedule: bool

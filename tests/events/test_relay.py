@@ -262,7 +262,7 @@ class SimulatedCrash(BaseException):
 
 
 class CrashBeforeMark(OutboxRelay):
-    async def _mark_published(self, connection, ids):
+    async def _mark_published(self, connection, ids, **claim):
         raise SimulatedCrash
 
 
@@ -410,3 +410,15 @@ async def test_stop_finishes_the_batch_in_flight(relay_settings, consumer, world
     assert marked  # it published something before stopping
     assert received == marked  # everything delivered was marked: nothing left half done
     await _drain(relay_settings, database_url, fetch)  # leave no backlog to the next test
+
+
+async def test_readiness_reports_backlog_where_the_relay_runs_elsewhere(client, world):
+    await world.create_customer(client)  # the session app: no broker, relay disabled in this process
+    response = await client.get("/readyz")
+
+    assert response.status_code == 200
+    events = response.json()["checks"]["events"]
+    assert events["relay"] == "not_running"
+    assert events["broker"]["status"] == "not_configured"
+    assert events["outbox"]["pending"] >= 1
+    assert events["outbox"]["oldest_pending_age_seconds"] >= 0
