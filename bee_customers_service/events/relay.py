@@ -344,6 +344,8 @@ class OutboxRelay:
             await self._mark(connection, previous)
             error = self.broker.last_error if self.broker else "broker not connected"
             outcome.unavailable = [(row["id"], error or "broker not connected") for row in rows]
+        elif not previous:
+            await self._publish(broker, rows, outcome)
         else:
             publishing = asyncio.create_task(self._publish(broker, rows, outcome))
             try:
@@ -413,7 +415,10 @@ class OutboxRelay:
         timeout = self.settings.relay_publish_timeout_seconds
         try:
             async with asyncio.timeout(timeout):  # one timer for the whole batch of confirms
-                await asyncio.gather(*(publish_chain(chain) for chain in chains.values()))
+                if len(chains) == 1:  # one customer (or one event): no tasks needed
+                    await publish_chain(next(iter(chains.values())))
+                else:
+                    await asyncio.gather(*(publish_chain(chain) for chain in chains.values()))
         except TimeoutError:
             error = f"no confirm from the broker within {timeout:g} s"
             broker.mark_unavailable(error)
