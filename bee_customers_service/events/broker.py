@@ -14,6 +14,7 @@ from typing import Literal
 import aio_pika
 import structlog
 from aio_pika.abc import AbstractExchange, AbstractRobustChannel, AbstractRobustConnection
+from aio_pika.connection import make_url
 from aio_pika.exceptions import DeliveryError, PublishError
 
 log = structlog.get_logger(__name__)
@@ -96,14 +97,14 @@ class EventBroker:
         """Open the connection, a confirming channel, and declare the exchange (idempotent)."""
         if self._exchange is not None:
             return
-        connection: AbstractRobustConnection | None = None
+        # What `aio_pika.connect_robust` does, keeping hold of the connection so that a failed
+        # first attempt can be closed here (instead of by a finaliser outside the event loop).
+        connection = aio_pika.RobustConnection(
+            make_url(self.url, reconnect_interval=self.reconnect_interval),
+            client_properties={"connection_name": self.app_id},
+        )
         try:
-            connection = await aio_pika.connect_robust(
-                self.url,
-                timeout=self.connect_timeout,
-                reconnect_interval=self.reconnect_interval,
-                client_properties={"connection_name": self.app_id},
-            )
+            await connection.connect(timeout=self.connect_timeout)
             # Confirms on, and a returned (unroutable) mandatory message raises PublishError
             # instead of resolving as if it had been delivered.
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
@@ -113,8 +114,7 @@ class EventBroker:
         except Exception as exc:
             self._failed = True
             self.last_error = describe(exc)
-            if connection is not None:
-                await _close_quietly(connection)
+            await _close_quietly(connection)
             raise BrokerUnavailable(self.last_error) from exc
         self._connection, self._channel, self._exchange = connection, channel, exchange
         # The robust connection reopens the channel and redeclares the exchange by itself after
