@@ -21,6 +21,7 @@ from bee_customers_service.core.observability import configure_logging, install_
 from bee_customers_service.core.ratelimit import IpRateLimitMiddleware, RateLimiter
 from bee_customers_service.core.security import TokenVerifier
 from bee_customers_service.customers.router import router as customers_router
+from bee_customers_service.events.relay import events_readiness, relay_component
 from bee_customers_service.gdpr.router import router as gdpr_router
 from bee_customers_service.notes.router import router as notes_router
 from bee_customers_service.search.router import router as search_router
@@ -35,6 +36,10 @@ ReadinessReporter = Callable[[], Awaitable[dict[str, Any]]]
 def _background_components(settings: Settings) -> list[BackgroundFactory]:
     """What runs beside the API in `serve`; each issue that adds a worker registers it here."""
     components: list[BackgroundFactory] = []
+    # Events: /readyz reports the broker and the outbox backlog; the relay publishes the outbox.
+    components.append(events_readiness)
+    if settings.relay_enabled:
+        components.append(relay_component)
     if settings.activity_consumer_enabled and settings.rabbitmq_url:
         components.append(activity_component)
     return components

@@ -1,4 +1,4 @@
-"""The `bee-customers` command: serve | migrate | token | seed (later: relay, consume ...)."""
+"""The `bee-customers` command: serve | migrate | relay | consume | recompute | token | seed | gdpr-cleanup."""
 
 import argparse
 import os
@@ -75,6 +75,19 @@ def _serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=args.graceful_timeout,
         log_config=None,  # our structlog JSON set-up owns logging
     )
+    return 0
+
+
+def _relay(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from bee_customers_service.core.db import resolve_database_url
+    from bee_customers_service.core.observability import configure_logging
+    from bee_customers_service.events.relay import run_standalone
+
+    settings = get_settings()
+    configure_logging(settings)
+    asyncio.run(run_standalone(settings, resolve_database_url(settings)))
     return 0
 
 
@@ -203,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("revision", nargs="?", default="head")
     migrate.add_argument("--downgrade", action="store_true", help="downgrade to REVISION (e.g. base)")
     migrate.set_defaults(handler=_migrate)
+
+    relay = commands.add_parser("relay", help="publish the outbox to RabbitMQ (standalone; serve runs one too)")
+    relay.set_defaults(handler=_relay)
 
     token = commands.add_parser("token", help="mint a development JWT signed with BEE_JWT_SECRET")
     token.add_argument("--sub", type=uuid.UUID, help="the user id (random when omitted)")

@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     relay_poll_seconds: float = Field(default=5.0, gt=0)
     relay_max_backoff_seconds: float = Field(default=30.0, gt=0)
     outbox_retention_hours: float = Field(default=72.0, gt=0)
+    # How long the relay waits for the confirms of one batch before the broker counts as down.
+    relay_publish_timeout_seconds: float = Field(default=10.0, gt=0)
+    # How often the active relay deletes published rows older than `outbox_retention_hours`.
+    relay_purge_interval_seconds: float = Field(default=300.0, gt=0)
 
     # Rate limits (core/ratelimit.py). Redis shares the counters between replicas; unset -> in memory.
     redis_url: str | None = None

@@ -45,6 +45,8 @@ class OutboxEvent(Base):
         Index("ix_outbox_pending", "id", postgresql_where=text("published_at IS NULL")),
         Index("ix_outbox_customer_id", "customer_id"),
         Index("ix_outbox_published_at", "published_at", postgresql_where=text("published_at IS NOT NULL")),
+        # Migration 0003_relay: the relay's "is an earlier event of this customer waiting for a retry".
+        Index("ix_outbox_pending_available_at", "available_at", postgresql_where=text("published_at IS NULL")),
     )
 
 

@@ -14,7 +14,7 @@
 - business_id on customer_tags and customer_notes (Citus distribution column; tag filters).
 
 Revision ID: 0004_tags_notes_search
-Revises: 0002_outbox
+Revises: 0003_relay
 Create Date: 2026-11-30
 """
 
@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0004_tags_notes_search"
-down_revision: str | None = "0002_outbox"
+down_revision: str | None = "0003_relay"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

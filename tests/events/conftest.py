@@ -1,0 +1,58 @@
+"""Fixtures for the events tests: a unique exchange per test session, relay settings, a consumer."""
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aio_pika
+import pytest
+
+from bee_customers_service.core.config import Settings
+from tests.conftest import make_settings
+from tests.events.tools import EventConsumer
+from tests.services import RABBITMQ_URL, require_service
+
+
+@pytest.fixture(scope="session")
+async def exchange_name() -> AsyncIterator[str]:
+    """An exchange of our own, so suites running at the same time on the broker never cross-talk."""
+    name = f"bee.customers.events.test.{uuid.uuid4().hex[:12]}"
+    yield name
+    try:
+        connection = await aio_pika.connect(RABBITMQ_URL)
+    except Exception:  # the broker is not there (the tests were skipped): nothing to clean up
+        return
+    async with connection:
+        channel = await connection.channel()
+        await channel.exchange_delete(name)
+
+
+@pytest.fixture
+def rabbitmq() -> str:
+    require_service("RabbitMQ", RABBITMQ_URL, 5672)
+    return RABBITMQ_URL
+
+
+@pytest.fixture
+def relay_settings(database_url: str, exchange_name: str, rabbitmq: str) -> Callable[..., Settings]:
+    """Settings for a relay publishing to the test exchange, with short waits and backoffs."""
+
+    def build(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "rabbitmq_url": rabbitmq,
+            "events_exchange": exchange_name,
+            "relay_enabled": True,
+            "relay_poll_seconds": 0.2,
+            "relay_max_backoff_seconds": 0.4,
+            "relay_publish_timeout_seconds": 5.0,
+        }
+        values.update(overrides)
+        return make_settings(database_url, **values)
+
+    return build
+
+
+@pytest.fixture
+async def consumer(rabbitmq: str, exchange_name: str) -> AsyncIterator[EventConsumer]:
+    async with EventConsumer(rabbitmq, exchange_name) as events:
+        yield events
