@@ -9,6 +9,7 @@ each customer carries 0-5 tags from a small vocabulary; statistics and dates are
 Used by `bee-customers seed` and the scripts in bench/.
 """
 
+import hashlib
 import time
 import uuid
 from collections.abc import Callable
@@ -69,7 +70,7 @@ WITH names AS (
 ), new_customers AS (
     INSERT INTO customers (id, user_id, business_id, full_name, email, phone, gender, total_orders,
                            lifetime_value, last_order_date, created_at, updated_at)
-    SELECT gen_random_uuid(), gen_random_uuid(), $1::uuid,
+    SELECT md5($1::uuid::text || ':' || g)::uuid, gen_random_uuid(), $1::uuid,
            first || ' ' || surname,
            lower(public.bee_unaccent(first)) || '.' || lower(public.bee_unaccent(surname))
                || g::text || '@' || domains[di],
@@ -100,6 +101,15 @@ class SeedResult:
     business_id: uuid.UUID
     customers: int
     seconds: float
+
+
+def seeded_customer_id(business_id: uuid.UUID, number: int) -> uuid.UUID:
+    """The id the seeder gives customer `number` (1-based) of a business: md5("business:number").
+
+    Deterministic, so load generators and pgbench scripts can address seeded customers without
+    reading them back (`md5('<business>:' || n)::uuid` in SQL).
+    """
+    return uuid.UUID(hashlib.md5(f"{business_id}:{number}".encode()).hexdigest())  # noqa: S324 (an id, not a hash of secrets)
 
 
 def _dsn(url: str) -> str:

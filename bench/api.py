@@ -1,0 +1,273 @@
+"""API throughput and latency next to PostgreSQL's own ceiling for the same statements.
+
+    .venv/bin/python bench/api.py [--customers 100000] [--duration 10] [--concurrency 16 64]
+
+Seeds one business in a fresh database, starts `bee-customers serve` with production settings
+(uvloop + httptools, one worker per core, no access log), drives it with wrk (a compiled load
+generator, Debian package `wrk`) from a separate process, and runs pgbench with scripts holding
+the SQL each endpoint runs. Prints requests/s, p50, p99, errors, the pgbench ceiling, the ratio,
+and the server's peak RSS per worker. See bench/README.md.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bee_customers_service import seed  # noqa: E402
+from bee_customers_service.cli import run_migrations  # noqa: E402
+from bee_customers_service.core.config import Settings  # noqa: E402
+from bee_customers_service.core.db import to_async_url  # noqa: E402
+from bee_customers_service.core.security import mint_token  # noqa: E402
+from tests.services import create_database, drop_database, free_port, postgres_server_url  # noqa: E402
+
+BENCH_SECRET = "bench-secret-0123456789abcdef0123456789abcdef"
+
+# The SQL each endpoint runs, as the service sends it (checked with log_statement=all); `:n` picks a
+# seeded customer (ids from `seed.seeded_customer_id`). The ceiling is pgbench running exactly this.
+# GET runs in autocommit (no BEGIN/ROLLBACK): the customer, then the admin view's tags and notes.
+CUSTOMER = "md5(:business::text || ':' || :n::text)::uuid"
+ADMIN_EXTRAS = f"""SELECT (SELECT coalesce(json_agg(json_build_object('id', t.id, 'label', t.label, 'color', t.color)
+                                 ORDER BY t.created_at, t.id), '[]'::json)
+          FROM customer_tags t WHERE t.customer_id = {CUSTOMER}),
+       (SELECT count(*) FROM customer_notes n WHERE n.customer_id = {CUSTOMER});"""
+CEILING_SCRIPTS = {
+    "get": f"""\\set n random(1, :scale)
+SELECT * FROM customers WHERE id = {CUSTOMER};
+{ADMIN_EXTRAS}
+""",
+    "patch": f"""\\set n random(1, :scale)
+\\set v random(1, 1000000000)
+BEGIN;
+SELECT * FROM customers WHERE id = {CUSTOMER};
+{ADMIN_EXTRAS}
+UPDATE customers SET full_name = 'Bench Name ' || :v, version = version + 1, updated_at = now()
+  WHERE id = {CUSTOMER} AND version = version RETURNING *;
+INSERT INTO outbox (event_id, event_name, business_id, customer_id, payload)
+  VALUES (gen_random_uuid(), 'v1.customer.updated', :business::uuid, {CUSTOMER},
+          '{{"event": "v1.customer.updated", "fields_changed": ["full_name"]}}'::jsonb);
+COMMIT;
+""",
+}
+
+
+class RssSampler(threading.Thread):
+    """Peak resident memory of the server and each of its worker processes."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.peak: dict[int, int] = {}
+        self.stopped = threading.Event()
+
+    def _pids(self) -> list[int]:
+        pids = [self.pid]
+        for task in Path(f"/proc/{self.pid}/task").glob("*"):
+            children = (task / "children").read_text().split() if (task / "children").exists() else []
+            pids += [int(c) for c in children]
+        return pids
+
+    def run(self) -> None:
+        while not self.stopped.wait(0.5):
+            for pid in self._pids():
+                try:
+                    status = Path(f"/proc/{pid}/status").read_text()
+                except OSError:
+                    continue
+                match = re.search(r"VmRSS:\s+(\d+) kB", status)
+                if match:
+                    self.peak[pid] = max(self.peak.get(pid, 0), int(match.group(1)) * 1024)
+
+
+def run_wrk(base_url: str, endpoint: str, concurrency: int, duration: int, bench_dir: Path) -> dict:
+    env = {
+        **os.environ,
+        "BENCH_DIR": str(bench_dir),
+        "BENCH_LUA_DIR": str(ROOT / "bench" / "wrk"),
+        "ENDPOINT": endpoint,
+    }
+    threads = min(2, concurrency)
+    output = subprocess.run(
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{concurrency}",
+            f"-d{duration}s",
+            "--timeout",
+            "5s",
+            "-s",
+            str(ROOT / "bench" / "wrk" / "endpoint.lua"),
+            base_url,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    figures = json.loads(output.split("BENCH ", 1)[1].splitlines()[0])
+    figures["rps"] = figures["requests"] / (figures["duration_us"] / 1e6)
+    return figures
+
+
+def run_pgbench(url: str, endpoint: str, concurrency: int, duration: int, scale: int, business: uuid.UUID) -> float:
+    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as script:
+        script.write(CEILING_SCRIPTS[endpoint])
+    dsn = url.replace("postgresql+asyncpg://", "postgresql://")
+    output = subprocess.run(
+        [
+            "pgbench",
+            "-n",
+            "-M",
+            "prepared",
+            f"-c{concurrency}",
+            f"-j{min(2, concurrency)}",
+            f"-T{duration}",
+            "-D",
+            f"scale={scale}",
+            "-f",
+            script.name,
+            dsn,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    os.unlink(script.name)
+    return float(re.search(r"tps = ([0-9.]+) \(without initial connection time\)", output).group(1))
+
+
+def wait_healthy(base_url: str, process: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit("the server exited during start-up")
+        try:
+            if httpx.get(f"{base_url}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise SystemExit("the server did not become ready")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--customers", type=int, default=100_000)
+    parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[16, 64])
+    parser.add_argument("--endpoints", nargs="+", default=["get", "patch", "post", "tag", "search"])
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--pool-size", type=int, default=10)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None or shutil.which("pgbench") is None:
+        raise SystemExit("needs wrk and pgbench: apt-get install -y wrk postgresql-client")
+
+    server_url = asyncio.run(postgres_server_url())
+    name, url = asyncio.run(create_database(server_url, prefix="bee_bench_api"))
+    url = to_async_url(url)
+    business_id = uuid.uuid4()
+    process = None
+    try:
+        run_migrations(url)
+        started = time.perf_counter()
+        asyncio.run(seed.seed(url, businesses=[(business_id, args.customers)], rebuild_indexes=True))
+        print(f"seeded {args.customers} customers in {time.perf_counter() - started:.1f}s", flush=True)
+
+        settings = Settings(_env_file=None, jwt_secret=BENCH_SECRET)  # type: ignore[call-arg]
+        bench_dir = Path(tempfile.mkdtemp(prefix="bee-bench-api-"))
+        ids = [str(seed.seeded_customer_id(business_id, n)) for n in range(1, min(args.customers, 20_000) + 1)]
+        (bench_dir / "ids.txt").write_text("\n".join(ids))
+        admin = mint_token(
+            settings, sub=uuid.uuid4(), roles=["admin_business"], business_ids=[business_id], ttl_seconds=24 * 3600
+        )
+        service = mint_token(settings, sub=uuid.uuid4(), roles=["service"], ttl_seconds=24 * 3600)
+        (bench_dir / "token.txt").write_text(admin)
+        (bench_dir / "service_token.txt").write_text(service)
+        (bench_dir / "business.txt").write_text(str(business_id))
+
+        port = free_port()
+        env = {
+            **os.environ,
+            "BEE_DATABASE_URL": url,
+            "BEE_JWT_SECRET": BENCH_SECRET,
+            "BEE_ENVIRONMENT": "production",
+            "BEE_DATABASE_POOL_SIZE": str(args.pool_size),
+            "BEE_DATABASE_MAX_OVERFLOW": "0",
+            # The service is measured, not its limiter: one token from one address would be throttled.
+            "BEE_RATELIMIT_ENABLED": "false",
+        }
+        env.pop("BEE_RABBITMQ_URL", None)
+        process = subprocess.Popen(
+            [
+                str(ROOT / ".venv" / "bin" / "bee-customers"),
+                "serve",
+                "--port",
+                str(port),
+                "--workers",
+                str(args.workers),
+                "--no-access-log",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        base_url = f"http://127.0.0.1:{port}"
+        wait_healthy(base_url, process)
+        probe = httpx.get(f"{base_url}/customers/{ids[0]}", headers={"Authorization": f"Bearer {admin}"}, timeout=5)
+        if probe.status_code != 200:
+            raise SystemExit(f"sanity check failed: GET /customers/{ids[0]} -> {probe.status_code} {probe.text}")
+        sampler = RssSampler(process.pid)
+        sampler.start()
+
+        rows = []
+        for endpoint in args.endpoints:
+            for concurrency in args.concurrency:
+                run_wrk(base_url, endpoint, concurrency, 2, bench_dir)  # warm-up
+                figures = run_wrk(base_url, endpoint, concurrency, args.duration, bench_dir)
+                ceiling = None
+                if endpoint in CEILING_SCRIPTS:
+                    ceiling = run_pgbench(url, endpoint, concurrency, args.duration, args.customers, business_id)
+                rows.append((endpoint, concurrency, figures, ceiling))
+                print(f"  {endpoint} c={concurrency}: {figures['rps']:.0f} req/s", flush=True)
+        sampler.stopped.set()
+
+        print()
+        print(f"customers={args.customers} workers={args.workers} duration={args.duration}s per cell")
+        print(
+            f"{'endpoint':<8} {'conc':>4} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} "
+            f"{'pgbench tps':>11} {'ratio':>6}"
+        )
+        for endpoint, concurrency, f, ceiling in rows:
+            ratio = f"{f['rps'] / ceiling:.0%}" if ceiling else "-"
+            ceiling_text = f"{ceiling:.0f}" if ceiling else "-"
+            print(
+                f"{endpoint:<8} {concurrency:>4} {f['rps']:>8.0f} {f['p50_us'] / 1000:>7.2f} "
+                f"{f['p99_us'] / 1000:>7.2f} {f['errors']:>6} {ceiling_text:>11} {ratio:>6}"
+            )
+        workers = {pid: rss for pid, rss in sampler.peak.items() if pid != process.pid}
+        print("peak RSS per worker (MB): " + ", ".join(f"{rss / 2**20:.0f}" for rss in workers.values()))
+    finally:
+        if process is not None:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=30)
+        asyncio.run(drop_database(server_url, name))
+
+
+if __name__ == "__main__":
+    main()
