@@ -18,8 +18,8 @@ from bee_customers_service.customers import repository
 from bee_customers_service.customers.models import Customer
 
 
-async def _load(session: SessionDep, customer_id: uuid.UUID) -> Customer:
-    customer = await repository.get(session, customer_id)
+async def _load(session: SessionDep, customer_id: uuid.UUID, *, with_admin_extras: bool = False) -> Customer:
+    customer = await repository.get(session, customer_id, with_admin_extras=with_admin_extras)
     if customer is None:
         raise CustomerNotFound(customer_id)
     return customer
@@ -31,7 +31,8 @@ async def customer_for_self_or_admin(
     principal: Principal = Depends(require_customer_or_admin_role),
 ) -> Customer:
     """The customer, if the caller is that customer or an admin of its business."""
-    customer = await _load(session, customer_id)
+    # An admin gets the admin view, so its extras come with the customer in one round trip.
+    customer = await _load(session, customer_id, with_admin_extras=principal.is_admin)
     require_self_or_admin(principal, customer, not_found=CustomerNotFound(customer_id))
     return customer
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Computed, Date, Enum, Index, Integer, Numeric, String, Text, UniqueConstraint, text
 from sqlalchemy.dialects.postgresql import JSONB, UUID
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, query_expression
 
 from bee_customers_service.core.db import Base, TimestampMixin
 
@@ -35,6 +35,11 @@ class Customer(TimestampMixin, Base):
     last_order_date: Mapped[date | None] = mapped_column(Date)
     last_appointment_date: Mapped[date | None] = mapped_column(Date)
     lifetime_value: Mapped[Decimal] = mapped_column(Numeric(12, 2), nullable=False, server_default="0")
+
+    # The admin view's extras, filled only by the queries that ask for them in the same round trip
+    # (repository.get(..., with_admin_extras=True)); None otherwise.
+    admin_tags: Mapped[list[dict[str, Any]] | None] = query_expression()
+    admin_notes_count: Mapped[int | None] = query_expression()
 
     # Optimistic concurrency: bumped on every write, exposed as the ETag.
     version: Mapped[int] = mapped_column(Integer, nullable=False, server_default="1")

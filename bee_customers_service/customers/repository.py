@@ -3,20 +3,48 @@
 import uuid
 from typing import Any
 
-from sqlalchemy import JSON, func, select, text, update
+from sqlalchemy import JSON, bindparam, func, select, text, update
 from sqlalchemy.dialects.postgresql import aggregate_order_by, insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import with_expression
 
 from bee_customers_service.customers.models import Customer
 from bee_customers_service.notes.models import CustomerNote
 from bee_customers_service.tags.models import CustomerTag
 
+# Built once: a module-level statement keeps its SQLAlchemy cache key, so the hot read skips
+# rebuilding and re-keying the expression on every request.
+_TAG_JSON = func.json_build_object("id", CustomerTag.id, "label", CustomerTag.label, "color", CustomerTag.color)
+_ADMIN_TAGS = (
+    select(
+        func.coalesce(
+            func.json_agg(aggregate_order_by(_TAG_JSON, CustomerTag.created_at, CustomerTag.id)),
+            text("'[]'::json"),
+            type_=JSON,
+        )
+    )
+    .where(CustomerTag.customer_id == Customer.id)
+    .correlate(Customer)
+    .scalar_subquery()
+)
+_ADMIN_NOTES_COUNT = (
+    select(func.count()).where(CustomerNote.customer_id == Customer.id).correlate(Customer).scalar_subquery()
+)
+_BY_ID = select(Customer).where(Customer.id == bindparam("customer_id")).execution_options(populate_existing=True)
+_BY_ID_WITH_ADMIN_EXTRAS = _BY_ID.options(
+    with_expression(Customer.admin_tags, _ADMIN_TAGS),
+    with_expression(Customer.admin_notes_count, _ADMIN_NOTES_COUNT),
+)
 
-async def get(session: AsyncSession, customer_id: uuid.UUID, *, for_update: bool = False) -> Customer | None:
-    statement = select(Customer).where(Customer.id == customer_id)
+
+async def get(
+    session: AsyncSession, customer_id: uuid.UUID, *, for_update: bool = False, with_admin_extras: bool = False
+) -> Customer | None:
+    """One customer; with `with_admin_extras` its tags and note count come in the same round trip."""
+    statement = _BY_ID_WITH_ADMIN_EXTRAS if with_admin_extras else _BY_ID
     if for_update:
         statement = statement.with_for_update()
-    return (await session.execute(statement.execution_options(populate_existing=True))).scalar_one_or_none()
+    return (await session.execute(statement, {"customer_id": customer_id})).scalar_one_or_none()
 
 
 async def find_id(session: AsyncSession, *, user_id: uuid.UUID, business_id: uuid.UUID) -> uuid.UUID | None:
@@ -52,18 +80,8 @@ async def update_if_version(
 
 async def admin_extras(session: AsyncSession, customer_id: uuid.UUID) -> tuple[list[dict[str, Any]], int]:
     """The customer's tags (oldest first) and how many notes it has, in one round trip."""
-    tag = func.json_build_object("id", CustomerTag.id, "label", CustomerTag.label, "color", CustomerTag.color)
-    tags = (
-        select(
-            func.coalesce(
-                func.json_agg(aggregate_order_by(tag, CustomerTag.created_at, CustomerTag.id)),
-                text("'[]'::json"),
-                type_=JSON,
-            )
-        )
-        .where(CustomerTag.customer_id == customer_id)
-        .scalar_subquery()
-    )
-    notes = select(func.count()).where(CustomerNote.customer_id == customer_id).scalar_subquery()
-    row = (await session.execute(select(tags, notes))).one()
+    row = (await session.execute(_ADMIN_EXTRAS_BY_ID, {"customer_id": customer_id})).one()
     return row[0], row[1]
+
+
+_ADMIN_EXTRAS_BY_ID = select(_ADMIN_TAGS, _ADMIN_NOTES_COUNT).where(Customer.id == bindparam("customer_id"))

@@ -181,6 +181,8 @@ async def admin_extras_for(session: AsyncSession, customer: Customer, principal:
     """What only an admin of the customer's business sees (tags, note count); None for others."""
     if not principal.is_admin_of(customer.business_id):
         return None
+    if customer.admin_notes_count is not None:  # loaded with the customer (the usual case)
+        return customer.admin_tags or [], customer.admin_notes_count
     return await repository.admin_extras(session, customer.id)
 
 

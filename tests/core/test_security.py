@@ -7,6 +7,7 @@ import json
 import threading
 import time
 import uuid
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import jwt
@@ -244,3 +245,19 @@ def test_token_command_mints_a_verifiable_token(capsys, monkeypatch):
     assert decoded["roles"] == ["admin_business"]
     assert decoded["business_ids"] == [str(business)]
     assert decoded["exp"] - decoded["iat"] == 60
+
+
+async def test_a_remembered_token_still_expires():
+    from freezegun import freeze_time
+
+    verifier = TokenVerifier(hs_settings(jwt_leeway_seconds=0))
+    now = int(time.time())
+    token = jwt.encode(claims(iat=now, exp=now + 60), JWT_SECRET, "HS256")
+    assert (await verifier.verify(token)).user_id == SUB
+    assert (await verifier.verify(token)).user_id == SUB  # remembered
+    with freeze_time(datetime.fromtimestamp(now + 120, UTC)), pytest.raises(Unauthorized):
+        await verifier.verify(token)
+    forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    for _ in range(2):  # a failure is never remembered as a success
+        with pytest.raises(Unauthorized):
+            await verifier.verify(forged)
