@@ -30,7 +30,7 @@ _ADMIN_TAGS = (
 _ADMIN_NOTES_COUNT = (
     select(func.count()).where(CustomerNote.customer_id == Customer.id).correlate(Customer).scalar_subquery()
 )
-_BY_ID = select(Customer).where(Customer.id == bindparam("customer_id")).execution_options(populate_existing=True)
+_BY_ID = select(Customer).where(Customer.id == bindparam("customer_id"))
 _BY_ID_WITH_ADMIN_EXTRAS = _BY_ID.options(
     with_expression(Customer.admin_tags, _ADMIN_TAGS),
     with_expression(Customer.admin_notes_count, _ADMIN_NOTES_COUNT),
@@ -43,7 +43,9 @@ async def get(
     """One customer; with `with_admin_extras` its tags and note count come in the same round trip."""
     statement = _BY_ID_WITH_ADMIN_EXTRAS if with_admin_extras else _BY_ID
     if for_update:
-        statement = statement.with_for_update()
+        # A locked re-read must replace what this session already holds (another writer may have
+        # changed the row); a plain read comes first in its session, so it skips that bookkeeping.
+        statement = statement.with_for_update().execution_options(populate_existing=True)
     return (await session.execute(statement, {"customer_id": customer_id})).scalar_one_or_none()
 
 
