@@ -17,7 +17,6 @@ import hashlib
 import uuid
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
 
 import anyio
 import structlog
@@ -28,9 +27,8 @@ from bee_customers_service.avatars.storage import AvatarStorage, StorageError, c
 from bee_customers_service.core.errors import CustomerNotFound, DomainError
 from bee_customers_service.core.security import Principal
 from bee_customers_service.customers import repository as customers_repository
+from bee_customers_service.customers import service as customers_service
 from bee_customers_service.customers.models import Customer
-from bee_customers_service.customers.service import EVENT_AVATAR_UPDATED, EVENT_UPDATED
-from bee_customers_service.events import outbox
 
 log = structlog.get_logger(__name__)
 
@@ -114,24 +112,8 @@ async def _point_at(session: AsyncSession, customer: Customer, *, new_url: str |
         session, customer.id, expected_version=customer.version, values={"avatar_url": new_url}
     )
     assert updated is not None  # the row is locked: its version cannot have moved
-    common: dict[str, Any] = {
-        "customer_id": updated.id,
-        "updated_by": actor.user_id,
-        "updated_at": updated.updated_at,
-    }
-    await outbox.enqueue(
-        session,
-        EVENT_UPDATED,
-        business_id=updated.business_id,
-        customer_id=updated.id,
-        fields={**common, "user_id": updated.user_id, "fields_changed": ["avatar_url"]},
-    )
-    await outbox.enqueue(
-        session,
-        EVENT_AVATAR_UPDATED,
-        business_id=updated.business_id,
-        customer_id=updated.id,
-        fields={**common, "old_avatar_url": old_url, "new_avatar_url": new_url},
+    await customers_service.announce_update(
+        session, customer=updated, changed={"avatar_url": new_url}, old_avatar_url=old_url, actor=actor
     )
     await session.commit()
     return updated

@@ -74,13 +74,11 @@ async def insert_customer(session: AsyncSession, *, data: CustomerCreate, settin
     if customer is None:
         return None
 
-    await outbox.enqueue(
+    await outbox.enqueue_for_customer(
         session,
         EVENT_CREATED,
-        business_id=customer.business_id,
-        customer_id=customer.id,
-        fields={
-            "customer_id": customer.id,
+        customer,
+        {
             "user_id": customer.user_id,
             "full_name": customer.full_name,
             "email": customer.email,
@@ -146,35 +144,44 @@ async def update_customer(
     else:  # pragma: no cover - the second attempt holds the row lock, so it cannot lose
         raise PreconditionFailed("The customer changed while it was being updated; retry.")
 
-    fields_changed = sorted(values)
-    fields: dict[str, Any] = {
-        "customer_id": updated.id,
-        "user_id": updated.user_id,
-        "fields_changed": fields_changed,
-        "updated_by": actor.user_id,
-        "updated_at": updated.updated_at,
-    }
-    fields.update({name: values[name] for name in SYNCED_FIELDS if name in values})
-    await outbox.enqueue(session, EVENT_UPDATED, business_id=updated.business_id, customer_id=updated.id, fields=fields)
-    if "avatar_url" in values:
-        await outbox.enqueue(
-            session,
-            EVENT_AVATAR_UPDATED,
-            business_id=updated.business_id,
-            customer_id=updated.id,
-            fields={
-                "customer_id": updated.id,
-                "old_avatar_url": old_avatar,
-                "new_avatar_url": updated.avatar_url,
-                "updated_by": actor.user_id,
-                "updated_at": updated.updated_at,
-            },
-        )
+    await announce_update(session, customer=updated, changed=values, old_avatar_url=old_avatar, actor=actor)
     await session.commit()
     return updated
 
 
 AdminExtras = tuple[list[dict[str, Any]], int]
+
+
+async def announce_update(
+    session: AsyncSession,
+    *,
+    customer: Customer,
+    changed: dict[str, Any],
+    old_avatar_url: str | None,
+    actor: Principal,
+) -> None:
+    """The events of a profile change, in the caller's transaction: v1.customer.updated, and
+    v1.customer.avatar_updated (old and new URL, spec 5.3) when the avatar changed."""
+    fields: dict[str, Any] = {
+        "user_id": customer.user_id,
+        "fields_changed": sorted(changed),
+        "updated_by": actor.user_id,
+        "updated_at": customer.updated_at,
+    }
+    fields.update({name: changed[name] for name in SYNCED_FIELDS if name in changed})
+    await outbox.enqueue_for_customer(session, EVENT_UPDATED, customer, fields)
+    if "avatar_url" in changed:
+        await outbox.enqueue_for_customer(
+            session,
+            EVENT_AVATAR_UPDATED,
+            customer,
+            {
+                "old_avatar_url": old_avatar_url,
+                "new_avatar_url": customer.avatar_url,
+                "updated_by": actor.user_id,
+                "updated_at": customer.updated_at,
+            },
+        )
 
 
 async def admin_extras_for(session: AsyncSession, customer: Customer, principal: Principal) -> AdminExtras | None:

@@ -7,7 +7,7 @@ always has one.
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic_core import to_jsonable_python
 from sqlalchemy import BigInteger, DateTime, Identity, Index, Integer, String, Text, func, insert, text
@@ -68,6 +68,24 @@ def build_event(
     }
     body.update(fields)
     return to_jsonable_python(body)
+
+
+class AboutCustomer(Protocol):
+    id: uuid.UUID
+    business_id: uuid.UUID
+
+
+async def enqueue_for_customer(
+    session: AsyncSession, event_name: str, customer: AboutCustomer, fields: dict[str, Any]
+) -> dict[str, Any]:
+    """An event about one customer: its business and id go on the row and `customer_id` in the body."""
+    return await enqueue(
+        session,
+        event_name,
+        business_id=customer.business_id,
+        customer_id=customer.id,
+        fields={"customer_id": customer.id, **fields},
+    )
 
 
 async def enqueue(

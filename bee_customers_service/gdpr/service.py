@@ -135,13 +135,11 @@ async def erase(
     )
     session.add(record)
     for customer in customers:
-        await outbox.enqueue(
+        await outbox.enqueue_for_customer(
             session,
             EVENT_DELETED,
-            business_id=customer.business_id,
-            customer_id=customer.id,
-            fields={
-                "customer_id": customer.id,
+            customer,
+            {
                 "user_id": customer.user_id,
                 "gdpr_request_id": record.id,
                 "deleted_at": datetime.now(UTC),

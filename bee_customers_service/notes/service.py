@@ -58,13 +58,11 @@ async def add_note(
         },
     )
     # Spec 4.4: the audit log (bee_log_service) keeps the note history, so the event carries it.
-    await outbox.enqueue(
+    await outbox.enqueue_for_customer(
         session,
         EVENT_NOTE_ADDED,
-        business_id=customer.business_id,
-        customer_id=customer.id,
-        fields={
-            "customer_id": customer.id,
+        customer,
+        {
             "note_id": note.id,
             "created_by": note.created_by,
             "note": note.content,

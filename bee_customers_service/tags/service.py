@@ -68,13 +68,11 @@ async def add_tags(
             await session.rollback()
             raise TagAlreadyExists(existing or [label])
         created.append(tag)
-        await outbox.enqueue(
+        await outbox.enqueue_for_customer(
             session,
             EVENT_TAGGED,
-            business_id=customer.business_id,
-            customer_id=customer.id,
-            fields={
-                "customer_id": customer.id,
+            customer,
+            {
                 "tag": tag.label,
                 "tag_id": tag.id,
                 "color": tag.color,
@@ -96,11 +94,7 @@ async def remove_tag(session: AsyncSession, *, customer: Customer, tag_id: uuid.
     if tag is None:
         await session.rollback()
         raise TagNotFound(tag_id)
-    await outbox.enqueue(
-        session,
-        EVENT_UNTAGGED,
-        business_id=customer.business_id,
-        customer_id=customer.id,
-        fields={"customer_id": customer.id, "tag": tag.label, "tag_id": tag.id, "removed_by": actor.user_id},
+    await outbox.enqueue_for_customer(
+        session, EVENT_UNTAGGED, customer, {"tag": tag.label, "tag_id": tag.id, "removed_by": actor.user_id}
     )
     await session.commit()
