@@ -226,6 +226,26 @@ async def count_processed(url: str) -> int:
         await connection.close()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process on this machine (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def backend_pids(url: str, name: str) -> list[int]:
+    connection = await asyncpg.connect(url)
+    try:
+        rows = await connection.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", name
+        )
+        return [row["pid"] for row in rows]
+    finally:
+        await connection.close()
+
+
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=100_000)
@@ -315,6 +335,10 @@ async def main() -> int:
             await asyncio.sleep(0.25)
             done = await count_processed(url)
         elapsed = time.perf_counter() - started
+        # CPU time is what a busy, shared machine disturbs least: the consumer processes' own (from
+        # their start, imports included) and their PostgreSQL backends'.
+        consumer_cpu = sum(cpu_seconds(consumer.pid) for consumer in consumers)
+        database_cpu = sum(cpu_seconds(pid) for pid in await backend_pids(url, name))
         await asyncio.sleep(1.0)  # the redeliveries settle (they change nothing; the check below proves it)
 
         connection = await asyncpg.connect(url)
@@ -352,6 +376,10 @@ async def main() -> int:
     print(f"| publish rate | {len(messages) / publish_seconds:,.0f} msg/s |")
     print(f"| applied (distinct events) | {done:,} in {elapsed:.1f} s |")
     print(f"| **events/s applied** | **{done / elapsed:,.0f}** |")
+    print(
+        f"| CPU per event: consumer process(es) / their database backends | {consumer_cpu / done * 1000:.3f} ms /"
+        f" {database_cpu / done * 1000:.3f} ms |"
+    )
     lag = f"{statistics.median(lags):.2f} s / {pct(0.95):.2f} s / {lags[-1]:.2f} s"
     print(f"| lag publish -> commit p50 / p95 / max | {lag} |")
     print(f"| customers whose totals differ from what was published | {mismatched} |")
