@@ -24,9 +24,11 @@ from sqlalchemy import (
     ColumnElement,
     Integer,
     Select,
+    Uuid,
     and_,
     case,
     cast,
+    column,
     exists,
     func,
     literal,
@@ -35,6 +37,8 @@ from sqlalchemy import (
     select,
     text,
     tuple_,
+    union_all,
+    values,
 )
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.engine import Row
@@ -65,6 +69,9 @@ _PHONE_LIKE = re.compile(r"^[0-9+()./\- ]+$")
 _WORDS = re.compile(r"^[^\W\d_]+(?:[ '\-]+[^\W\d_]+)*$")  # letters, with spaces/hyphens/apostrophes between
 MIN_TRIGRAM_QUERY = 3
 TYPO_TIER = 300
+# At most this many almost-matches (the typo tier) are ranked per page: a typo in a common surname
+# is "almost" thousands of names at a million customers. Below the cap the order is exact.
+TYPO_CANDIDATES = 500
 WORD_SIMILARITY_THRESHOLD = 0.5  # pg_trgm's default 0.6 misses a dropped letter in a 7-letter name
 _SESSION_SETTINGS = text(
     "SELECT set_config('plan_cache_mode', 'force_custom_plan', true),"
@@ -117,6 +124,45 @@ class SearchFilters:
     min_lifetime_value: Decimal | None = None
 
 
+@dataclass(frozen=True)
+class _Terms:
+    """The pieces of a name/email query's conditions, built once."""
+
+    normalised: ColumnElement[Any]
+    name_prefix: ColumnElement[bool]
+    rest_prefix: ColumnElement[bool]
+    name_substring: ColumnElement[bool]
+    email_prefix: ColumnElement[bool] | None
+    email_substring: ColumnElement[bool] | None
+    typo: ColumnElement[bool] | None
+
+
+def _terms(query: TextQuery) -> _Terms:
+    escaped = _like_escape(query.raw)
+    normalised = func.bee_search_normalise(literal(query.raw))
+    normalised_escaped = func.bee_search_normalise(literal(escaped))
+    name = Customer.search_name
+    email_prefix = email_substring = typo = None
+    if " " not in query.raw:
+        email_prefix = Customer.email.like(func.lower(literal(escaped)) + literal("%"))
+        email_substring = Customer.email.like(literal("%") + func.lower(literal(escaped)) + literal("%"))
+    # Typo tolerance is for words ("popscu" finds "Popescu"); a fragment with digits or dots is an
+    # email or a code, where "almost" matches are noise (and expensive to collect).
+    if len(query.raw) >= MIN_TRIGRAM_QUERY and _WORDS.match(query.raw) is not None:
+        # word_similarity(query, name) >= pg_trgm.word_similarity_threshold.
+        typo = normalised.op("<%", is_comparison=True)(name)
+    return _Terms(
+        normalised=normalised,
+        name_prefix=name.like(normalised_escaped + literal("%")),
+        # "the name without its first word starts with it": the surname (or middle name) starts with it.
+        rest_prefix=func.bee_name_rest(name).like(normalised_escaped + literal("%")),
+        name_substring=name.like(literal("%") + normalised_escaped + literal("%")),
+        email_prefix=email_prefix,
+        email_substring=email_substring,
+        typo=typo,
+    )
+
+
 def _tiers(query: TextQuery) -> list[tuple[int, ColumnElement[bool]]]:
     """The relevance tiers of a query, best first: (rank, condition). A row belongs to the first
     tier whose condition it meets; within a tier rows follow the requested sort."""
@@ -128,27 +174,22 @@ def _tiers(query: TextQuery) -> list[tuple[int, ColumnElement[bool]]]:
         ]
 
     escaped = _like_escape(query.raw)
-    email_prefix = func.lower(literal(escaped)) + literal("%")
-    email_pattern = literal("%") + func.lower(literal(escaped)) + literal("%")
     if "@" in query.raw:  # only an email has an "@": do not look at names at all
+        email_prefix = func.lower(literal(escaped)) + literal("%")
+        email_pattern = literal("%") + func.lower(literal(escaped)) + literal("%")
         return [(1000, Customer.email.like(email_prefix)), (900, Customer.email.like(email_pattern))]
 
-    normalised = func.bee_search_normalise(literal(query.raw))
-    normalised_escaped = func.bee_search_normalise(literal(escaped))
-    name = Customer.search_name
+    terms = _terms(query)
     tiers: list[tuple[int, ColumnElement[bool]]] = [
-        (1000, name == normalised),
-        (900, name.like(normalised_escaped + literal("%"))),
-        (800, name.like(literal("% ") + normalised_escaped + literal("%"))),
-        (700, name.like(literal("%") + normalised_escaped + literal("%"))),
+        (1000, Customer.search_name == terms.normalised),
+        (900, terms.name_prefix),
+        (800, terms.rest_prefix),
+        (700, terms.name_substring),
     ]
-    if " " not in query.raw:
-        tiers += [(650, Customer.email.like(email_prefix)), (500, Customer.email.like(email_pattern))]
-    # Typo tolerance is for words ("popscu" finds "Popescu"); a fragment with digits or dots is an
-    # email or a code, where "almost" matches are noise (and expensive to collect).
-    if len(query.raw) >= MIN_TRIGRAM_QUERY and _WORDS.match(query.raw) is not None:
-        # word_similarity(query, name) >= pg_trgm.word_similarity_threshold.
-        tiers.append((TYPO_TIER, normalised.op("<%", is_comparison=True)(name)))
+    if terms.email_prefix is not None and terms.email_substring is not None:
+        tiers += [(650, terms.email_prefix), (500, terms.email_substring)]
+    if terms.typo is not None:
+        tiers.append((TYPO_TIER, terms.typo))
     return tiers
 
 
@@ -162,16 +203,65 @@ def _match(query: TextQuery) -> ColumnElement[bool]:
     return or_(*wanted)
 
 
+def _similarity_rank(query: TextQuery) -> ColumnElement[int]:
+    similarity = func.word_similarity(func.bee_search_normalise(literal(query.raw)), Customer.search_name)
+    return cast(func.round(similarity * TYPO_TIER), Integer)
+
+
 def _rank(query: TextQuery) -> ColumnElement[int]:
     """The first tier a row meets; typo-tolerant matches rank by how similar they are (0..300)."""
     tiers = _tiers(query)
     if tiers[-1][0] == TYPO_TIER:
         *exact, _ = tiers
-        similarity = func.word_similarity(func.bee_search_normalise(literal(query.raw)), Customer.search_name)
-        fallback: ColumnElement[Any] = cast(func.round(similarity * TYPO_TIER), Integer)
+        fallback: ColumnElement[Any] = _similarity_rank(query)
     else:
         exact, fallback = tiers, literal(0)
     return case(*((condition, rank) for rank, condition in exact), else_=fallback)
+
+
+@dataclass(frozen=True)
+class _Phase:
+    """Rows of a contiguous run of tiers (ranks `lowest`..`highest`), found by `branches`: each branch
+    is one index path, and excludes the rows of the branches (and phases) before it. `rank` is
+    exact for the phase's rows. `cap` bounds how many rows of the phase are ranked."""
+
+    highest: int
+    lowest: int
+    branches: tuple[ColumnElement[bool], ...]
+    rank: ColumnElement[int]
+    cap: int | None = None
+
+
+def _phases(query: TextQuery) -> list[_Phase]:
+    """A name/email query as phases, best tiers first (same tiers and ranks as `_tiers`).
+
+    The first phases are btree prefix ranges (index-only scans): a common word ("vlad": ~13k rows
+    at a million) fills a page there, and the trigram phases below never run for that page.
+    """
+    terms = _terms(query)
+    name = Customer.search_name
+    phases = [
+        _Phase(
+            1000,
+            800,
+            (terms.name_prefix, and_(terms.rest_prefix, ~terms.name_prefix)),
+            case((name == terms.normalised, 1000), (terms.name_prefix, 900), else_=800),
+        ),
+        _Phase(
+            700,
+            700,
+            (and_(terms.name_substring, ~terms.name_prefix, ~terms.rest_prefix),),
+            literal(700),
+        ),
+    ]
+    seen = terms.name_substring
+    if terms.email_prefix is not None and terms.email_substring is not None:
+        phases.append(_Phase(650, 650, (and_(terms.email_prefix, ~seen),), literal(650)))
+        phases.append(_Phase(500, 500, (and_(terms.email_substring, ~seen, ~terms.email_prefix),), literal(500)))
+        seen = or_(seen, terms.email_substring)
+    if terms.typo is not None:
+        phases.append(_Phase(TYPO_TIER, 0, (and_(terms.typo, ~seen),), _similarity_rank(query), cap=TYPO_CANDIDATES))
+    return phases
 
 
 def _where(filters: SearchFilters) -> list[ColumnElement[bool]]:
@@ -227,6 +317,19 @@ _COLUMNS = (
 )
 
 
+def _tags_of(customer_id: ColumnElement[Any]) -> Any:
+    return (
+        select(
+            func.coalesce(
+                func.array_agg(aggregate_order_by(CustomerTag.label, CustomerTag.created_at, CustomerTag.id)),
+                literal_column("'{}'::varchar[]"),
+            )
+        )
+        .where(CustomerTag.customer_id == customer_id)
+        .scalar_subquery()
+    )
+
+
 def _page_statement(
     filters: SearchFilters, *, sort: str, direction: str, after: Sequence[Any] | None, limit: int
 ) -> Select[Any]:
@@ -259,20 +362,89 @@ def _page_statement(
         )
 
     # Tags are gathered for the page's rows only (outside the LIMIT), one index probe each.
-    tags = (
-        select(
-            func.coalesce(
-                func.array_agg(aggregate_order_by(CustomerTag.label, CustomerTag.created_at, CustomerTag.id)),
-                literal_column("'{}'::varchar[]"),
-            )
-        )
-        .where(CustomerTag.customer_id == page.c.id)
-        .scalar_subquery()
-    )
+    tags = _tags_of(page.c.id)
     order = _by(page.c.sort_key, page.c.id, direction)
     if filters.query is not None:
         order.insert(0, page.c.rank.desc())
     return select(page, tags.label("tags")).order_by(*order).limit(limit)
+
+
+def _phased(query: TextQuery) -> bool:
+    return query.phone_digits is None and "@" not in query.raw
+
+
+def _phase_statement(
+    phase: _Phase,
+    filters: SearchFilters,
+    *,
+    key: ColumnElement[Any],
+    direction: str,
+    after: Sequence[Any] | None,
+    limit: int,
+) -> Select[Any]:
+    """(id, sort_key, rank) of the phase's best `limit` rows after the cursor. Only columns that the
+    prefix indexes include are read, so the btree phases are index-only scans."""
+    where = _where(filters)
+    if after is not None:
+        last_rank, key_value, id_value = after
+        where.append(
+            or_(phase.rank < last_rank, and_(phase.rank == last_rank, _beyond(key, direction, key_value, id_value)))
+        )
+    branches = []
+    for branch in phase.branches:
+        candidates = select(Customer.id.label("id"), key.label("sort_key"), phase.rank.label("rank")).where(
+            *where, branch
+        )
+        branches.append(candidates.limit(phase.cap) if phase.cap is not None else candidates)
+    rows = (union_all(*branches) if len(branches) > 1 else branches[0]).subquery("phase")
+    return (
+        select(rows.c.id, rows.c.sort_key, rows.c.rank)
+        .order_by(rows.c.rank.desc(), *_by(rows.c.sort_key, rows.c.id, direction))
+        .limit(limit)
+    )
+
+
+def _rows_statement(key: ColumnElement[Any], found: Sequence[Row[Any]]) -> Select[Any]:
+    """The list view columns and tags of the page's rows, in the page's order."""
+    page = values(column("id", Uuid()), column("rank", Integer()), column("n", Integer()), name="page").data(
+        [(row.id, row.rank, n) for n, row in enumerate(found)]
+    )
+    return (
+        select(*_COLUMNS, key.label("sort_key"), page.c.rank, _tags_of(Customer.id).label("tags"))
+        .select_from(Customer)
+        .join(page, page.c.id == Customer.id)
+        .order_by(page.c.n)
+    )
+
+
+async def _phased_page(
+    session: AsyncSession,
+    filters: SearchFilters,
+    query: TextQuery,
+    *,
+    sort: str,
+    direction: str,
+    after: Sequence[Any] | None,
+    limit: int,
+) -> Sequence[Row[Any]]:
+    """Relevance first, one phase (run of tiers) at a time: a later phase runs only when the earlier
+    ones cannot fill the page, so a common word is served by the btree phase alone. Ranks of later
+    phases are all lower, so the page is exactly what ranking every match would give (except that
+    the typo tier ranks at most TYPO_CANDIDATES rows)."""
+    key = SORT_KEYS[sort]
+    found: list[Row[Any]] = []
+    for phase in _phases(query):
+        if after is not None and phase.lowest > after[0]:
+            continue  # the cursor is past this phase's rows
+        statement = _phase_statement(
+            phase, filters, key=key, direction=direction, after=after, limit=limit - len(found)
+        )
+        found += (await session.execute(statement)).all()
+        if len(found) >= limit:
+            break
+    if not found:
+        return []
+    return (await session.execute(_rows_statement(key, found))).all()
 
 
 async def search_page(
@@ -282,6 +454,10 @@ async def search_page(
         # For this transaction only: plan each search for its own values (a generic plan cannot see
         # which trigrams a pattern holds), and accept one typo in a short word ("popscu" -> "Popescu").
         await session.execute(_SESSION_SETTINGS)
+        if _phased(filters.query):
+            return await _phased_page(
+                session, filters, filters.query, sort=sort, direction=direction, after=after, limit=limit
+            )
     statement = _page_statement(filters, sort=sort, direction=direction, after=after, limit=limit)
     return (await session.execute(statement)).all()
 
@@ -299,7 +475,11 @@ async def count(session: AsyncSession, filters: SearchFilters) -> int:
 def explain_statement(
     filters: SearchFilters, *, sort: str, direction: str, after: Sequence[Any] | None, limit: int
 ) -> Select[Any]:
-    """The statement `search_page` runs (for EXPLAIN in bench/search.py)."""
+    """The statement `search_page` runs (for EXPLAIN in bench/search.py); for a name or email query,
+    the first phase's (what serves a page of a common word)."""
+    if filters.query is not None and _phased(filters.query):
+        phase = _phases(filters.query)[0]
+        return _phase_statement(phase, filters, key=SORT_KEYS[sort], direction=direction, after=after, limit=limit)
     return _page_statement(filters, sort=sort, direction=direction, after=after, limit=limit)
 
 
