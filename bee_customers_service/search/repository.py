@@ -13,6 +13,7 @@ Plans (checked with EXPLAIN ANALYZE at 1,000,000 customers in one business; benc
 """
 
 import re
+import string
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,12 +31,14 @@ from sqlalchemy import (
     cast,
     column,
     exists,
+    false,
     func,
     literal,
     literal_column,
     or_,
     select,
     text,
+    true,
     tuple_,
     union_all,
     values,
@@ -71,7 +74,7 @@ MIN_TRIGRAM_QUERY = 3
 TYPO_TIER = 300
 # At most this many almost-matches (the typo tier) are ranked per page: a typo in a common surname
 # is "almost" thousands of names at a million customers. Below the cap the order is exact.
-TYPO_CANDIDATES = 500
+TYPO_CANDIDATES = 100
 WORD_SIMILARITY_THRESHOLD = 0.5  # pg_trgm's default 0.6 misses a dropped letter in a 7-letter name
 _SESSION_SETTINGS = text(
     "SELECT set_config('plan_cache_mode', 'force_custom_plan', true),"
@@ -129,6 +132,7 @@ class _Terms:
     """The pieces of a name/email query's conditions, built once."""
 
     normalised: ColumnElement[Any]
+    prefix_pattern: ColumnElement[Any]
     name_prefix: ColumnElement[bool]
     rest_prefix: ColumnElement[bool]
     name_substring: ColumnElement[bool]
@@ -153,6 +157,7 @@ def _terms(query: TextQuery) -> _Terms:
         typo = normalised.op("<%", is_comparison=True)(name)
     return _Terms(
         normalised=normalised,
+        prefix_pattern=normalised_escaped + literal("%"),
         name_prefix=name.like(normalised_escaped + literal("%")),
         # "the name without its first word starts with it": the surname (or middle name) starts with it.
         rest_prefix=func.bee_name_rest(name).like(normalised_escaped + literal("%")),
@@ -254,6 +259,15 @@ def _phases(query: TextQuery) -> list[_Phase]:
             literal(700),
         ),
     ]
+    if _unusual(query):
+        # The name must hold that character too: only the few such names of the business are read
+        # (partial index ix_customers_business_unusual_name) instead of every name with its letters.
+        # (strpos, not LIKE: the planner would otherwise prefer the trigram index, which cannot see
+        # the character and returns every name holding the letters around it).
+        contains = func.strpos(Customer.search_name, terms.normalised) > 0
+        phases[1] = _Phase(
+            700, 700, (and_(contains, UNUSUAL_NAME, ~terms.name_prefix, ~terms.rest_prefix),), phases[1].rank
+        )
     seen = terms.name_substring
     if terms.email_prefix is not None and terms.email_substring is not None:
         phases.append(_Phase(650, 650, (and_(terms.email_prefix, ~seen),), literal(650)))
@@ -369,8 +383,23 @@ def _page_statement(
     return select(page, tags.label("tags")).order_by(*order).limit(limit)
 
 
+# Digits and ASCII punctuation other than ' and -: rare in names, common in email fragments
+# ("ioana.vl"). The same test in SQL is the predicate of the partial index in migration 0009.
+_UNUSUAL_CHARACTERS = frozenset(string.punctuation + string.digits) - {"'", "-"}
+UNUSUAL_NAME = Customer.search_name.op("~")(literal_column("'[^[:alpha:] ''-]'"))
+
+
+def _unusual(query: TextQuery) -> bool:
+    return any(character in _UNUSUAL_CHARACTERS for character in query.raw)
+
+
 def _phased(query: TextQuery) -> bool:
     return query.phone_digits is None and "@" not in query.raw
+
+
+def _by_words(query: TextQuery, sort: str) -> bool:
+    """One word in created_at order: the first phase walks the word indexes (`_word_phase_statement`)."""
+    return sort == "created_at" and " " not in query.raw
 
 
 def _phase_statement(
@@ -397,6 +426,63 @@ def _phase_statement(
         )
         branches.append(candidates.limit(phase.cap) if phase.cap is not None else candidates)
     rows = (union_all(*branches) if len(branches) > 1 else branches[0]).subquery("phase")
+    return (
+        select(rows.c.id, rows.c.sort_key, rows.c.rank)
+        .order_by(rows.c.rank.desc(), *_by(rows.c.sort_key, rows.c.id, direction))
+        .limit(limit)
+    )
+
+
+def _word_phase_statement(
+    query: TextQuery, filters: SearchFilters, *, direction: str, after: Sequence[Any] | None, limit: int
+) -> Select[Any]:
+    """The first phase (tiers 1000/900/800) for a one-word query in created_at order, without reading
+    every match: the distinct first (second) words that start with the query are enumerated through
+    the (business_id, word, created_at, id) index (a loose index scan: one probe per distinct word,
+    "stefa" -> stefan, stefania, ...), and each word gives only its first `limit` rows in order."""
+    key = Customer.created_at
+    terms = _terms(query)
+    name = Customer.search_name
+    where = _where(filters)
+    by = _by(key, Customer.id, direction)
+
+    def cursor(rank: int) -> list[ColumnElement[bool]] | None:
+        if after is None or after[0] > rank:
+            return []
+        if after[0] < rank:
+            return None  # the cursor is past this tier
+        return [_beyond(key, direction, after[1], after[2])]
+
+    parts: list[Select[Any]] = []
+    if (condition := cursor(1000)) is not None:
+        parts.append(
+            select(Customer.id.label("id"), key.label("sort_key"), literal(1000).label("rank"))
+            .where(*where, name == terms.normalised, *condition)
+            .order_by(*by)
+            .limit(limit)
+        )
+    for position, rank, extra in ((1, 900, name != terms.normalised), (2, 800, ~terms.name_prefix)):
+        if (condition := cursor(rank)) is None:
+            continue
+        word = func.bee_name_word(name, literal_column(str(position))).collate("C")
+        in_range = [Customer.business_id == filters.business_id, word.like(terms.prefix_pattern)]
+        first = select(word).where(*in_range).order_by(word).limit(1).scalar_subquery()
+        words = select(first.label("w")).cte(f"words_{position}", recursive=True)
+        following = select(word).where(*in_range, word > words.c.w).order_by(word).limit(1).scalar_subquery()
+        words = words.union_all(select(following.label("w")).where(words.c.w.is_not(None)))
+        per_word = (
+            select(Customer.id.label("id"), key.label("sort_key"), literal(rank).label("rank"))
+            .where(*where, word == words.c.w, extra, *condition)
+            .order_by(*by)
+            .limit(limit)
+            .lateral(f"word_{position}")
+        )
+        parts.append(
+            select(per_word.c.id, per_word.c.sort_key, per_word.c.rank).select_from(words).join(per_word, true())
+        )
+    if not parts:
+        parts.append(select(Customer.id.label("id"), key.label("sort_key"), literal(0).label("rank")).where(false()))
+    rows = (union_all(*parts) if len(parts) > 1 else parts[0]).subquery("phase")
     return (
         select(rows.c.id, rows.c.sort_key, rows.c.rank)
         .order_by(rows.c.rank.desc(), *_by(rows.c.sort_key, rows.c.id, direction))
@@ -478,6 +564,8 @@ def explain_statement(
     """The statement `search_page` runs (for EXPLAIN in bench/search.py); for a name or email query,
     the first phase's (what serves a page of a common word)."""
     if filters.query is not None and _phased(filters.query):
+        if _by_words(filters.query, sort):
+            return _word_phase_statement(filters.query, filters, direction=direction, after=after, limit=limit)
         phase = _phases(filters.query)[0]
         return _phase_statement(phase, filters, key=SORT_KEYS[sort], direction=direction, after=after, limit=limit)
     return _page_statement(filters, sort=sort, direction=direction, after=after, limit=limit)

@@ -34,6 +34,22 @@ def upgrade() -> None:
         AS $$ SELECT CASE WHEN strpos($1, ' ') > 0 THEN ltrim(substr($1, strpos($1, ' ') + 1)) ELSE '' END $$"""
     )
     op.execute(
+        """CREATE OR REPLACE FUNCTION public.bee_name_word(text, integer) RETURNS text
+        LANGUAGE sql IMMUTABLE PARALLEL SAFE STRICT
+        AS $$ SELECT CASE $2 WHEN 1 THEN split_part($1, ' ', 1) ELSE split_part(public.bee_name_rest($1), ' ', 1) END $$"""
+    )
+    for word, name in ((1, "first"), (2, "second")):
+        op.execute(
+            f"CREATE INDEX ix_customers_business_{name}_word_created_at ON customers"
+            f' (business_id, (public.bee_name_word(search_name, {word}) COLLATE "C"), created_at, id)'
+        )
+    # Names with a digit or punctuation other than ' and - (rare): what a query such as "ioana.vl"
+    # can be a substring of (search/repository.py UNUSUAL_NAME, the same expression).
+    op.execute(
+        "CREATE INDEX ix_customers_business_unusual_name ON customers (business_id)"
+        " WHERE search_name ~ '[^[:alpha:] ''-]'"
+    )
+    op.execute(
         "CREATE INDEX ix_customers_business_name_prefix ON customers"
         f" (business_id, search_name text_pattern_ops) INCLUDE ({SORT_KEYS})"
     )
@@ -52,6 +68,10 @@ def downgrade() -> None:
         "ix_customers_business_email_prefix",
         "ix_customers_business_name_rest_prefix",
         "ix_customers_business_name_prefix",
+        "ix_customers_business_unusual_name",
+        "ix_customers_business_second_word_created_at",
+        "ix_customers_business_first_word_created_at",
     ):
         op.drop_index(name, table_name="customers")
+    op.execute("DROP FUNCTION IF EXISTS public.bee_name_word(text, integer)")
     op.execute("DROP FUNCTION IF EXISTS public.bee_name_rest(text)")

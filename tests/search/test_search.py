@@ -311,6 +311,16 @@ async def test_pages_follow_the_relevance_tiers_then_the_sort(client, world, exe
     assert (await _search(client, world, query="ioan", include_total="true"))["total"] == len(expected)
 
 
+async def test_punctuation_in_the_query_still_finds_names_and_emails(client, world, execute):
+    await _customer(client, world, execute, name="J.R. Ewing", email="jr@x.ro", day=1)
+    await _customer(client, world, execute, name="Ioana Vlad", email="ioana.vlad@x.ro", day=2)
+    await _customer(client, world, execute, name="Radu Ioana", email="r1@x.ro", day=3)
+    assert _names(await _search(client, world, query="r. ew")) == ["J.R. Ewing"]
+    assert _names(await _search(client, world, query="j.r")) == ["J.R. Ewing"]
+    assert _names(await _search(client, world, query="ioana.vl")) == ["Ioana Vlad"]
+    assert _names(await _search(client, world, query="r1")) == ["Radu Ioana"]
+
+
 async def test_include_total_counts_all_matches(client, world, people):
     body = await _search(client, world, tag="VIP", limit=1, include_total="true")
     assert body["total"] == 2
