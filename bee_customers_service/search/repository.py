@@ -25,11 +25,9 @@ from sqlalchemy import (
     ColumnElement,
     Integer,
     Select,
-    Uuid,
     and_,
     case,
     cast,
-    column,
     exists,
     false,
     func,
@@ -41,7 +39,6 @@ from sqlalchemy import (
     true,
     tuple_,
     union_all,
-    values,
 )
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.engine import Row
@@ -425,12 +422,7 @@ def _phase_statement(
             *where, branch
         )
         branches.append(candidates.limit(phase.cap) if phase.cap is not None else candidates)
-    rows = (union_all(*branches) if len(branches) > 1 else branches[0]).subquery("phase")
-    return (
-        select(rows.c.id, rows.c.sort_key, rows.c.rank)
-        .order_by(rows.c.rank.desc(), *_by(rows.c.sort_key, rows.c.id, direction))
-        .limit(limit)
-    )
+    return _with_columns(union_all(*branches) if len(branches) > 1 else branches[0], direction, limit)
 
 
 def _word_phase_statement(
@@ -482,24 +474,24 @@ def _word_phase_statement(
         )
     if not parts:
         parts.append(select(Customer.id.label("id"), key.label("sort_key"), literal(0).label("rank")).where(false()))
-    rows = (union_all(*parts) if len(parts) > 1 else parts[0]).subquery("phase")
-    return (
+    return _with_columns(union_all(*parts) if len(parts) > 1 else parts[0], direction, limit)
+
+
+def _with_columns(found: Any, direction: str, limit: int) -> Select[Any]:
+    """The best `limit` of `found` (id, sort_key, rank) with the list view columns and tags: the
+    heap and the tags are read for those rows only, after the LIMIT."""
+    rows = found.subquery("phase")
+    page = (
         select(rows.c.id, rows.c.sort_key, rows.c.rank)
         .order_by(rows.c.rank.desc(), *_by(rows.c.sort_key, rows.c.id, direction))
         .limit(limit)
+        .subquery("page")
     )
-
-
-def _rows_statement(key: ColumnElement[Any], found: Sequence[Row[Any]]) -> Select[Any]:
-    """The list view columns and tags of the page's rows, in the page's order."""
-    page = values(column("id", Uuid()), column("rank", Integer()), column("n", Integer()), name="page").data(
-        [(row.id, row.rank, n) for n, row in enumerate(found)]
-    )
+    columns = [c for c in _COLUMNS if c is not Customer.id]
     return (
-        select(*_COLUMNS, key.label("sort_key"), page.c.rank, _tags_of(Customer.id).label("tags"))
-        .select_from(Customer)
-        .join(page, page.c.id == Customer.id)
-        .order_by(page.c.n)
+        select(page.c.id, *columns, page.c.sort_key, page.c.rank, _tags_of(page.c.id).label("tags"))
+        .join_from(page, Customer, Customer.id == page.c.id)
+        .order_by(page.c.rank.desc(), *_by(page.c.sort_key, page.c.id, direction))
     )
 
 
@@ -518,7 +510,7 @@ async def _phased_page(
     phases are all lower, so the page is exactly what ranking every match would give (except that
     the typo tier ranks at most TYPO_CANDIDATES rows)."""
     key = SORT_KEYS[sort]
-    found: list[Row[Any]] = []
+    found: list[Row[Any]] = []  # phases are in rank order: their rows follow each other
     for phase in _phases(query):
         if after is not None and phase.lowest > after[0]:
             continue  # the cursor is past this phase's rows
@@ -528,9 +520,7 @@ async def _phased_page(
         found += (await session.execute(statement)).all()
         if len(found) >= limit:
             break
-    if not found:
-        return []
-    return (await session.execute(_rows_statement(key, found))).all()
+    return found
 
 
 async def search_page(
