@@ -457,14 +457,19 @@ def _word_phase_statement(
         if (condition := cursor(rank)) is None:
             continue
         word = func.bee_name_word(name, literal_column(str(position))).collate("C")
-        in_range = [Customer.business_id == filters.business_id, word.like(terms.prefix_pattern)]
-        first = select(word).where(*in_range).order_by(word).limit(1).scalar_subquery()
+        # Each probe is "the next word after w" with no upper bound, so that it is planned as an
+        # ordered index scan stopped after one entry (with the prefix range in the probe, the
+        # planner may read the whole range and sort it); the walk stops at the first word past it.
+        business = Customer.business_id == filters.business_id
+        first = select(word).where(business, word >= terms.normalised).order_by(word).limit(1).scalar_subquery()
         words = select(first.label("w")).cte(f"words_{position}", recursive=True)
-        following = select(word).where(*in_range, word > words.c.w).order_by(word).limit(1).scalar_subquery()
-        words = words.union_all(select(following.label("w")).where(words.c.w.is_not(None)))
+        following = select(word).where(business, word > words.c.w).order_by(word).limit(1).scalar_subquery()
+        words = words.union_all(
+            select(following.label("w")).where(words.c.w.is_not(None), words.c.w.like(terms.prefix_pattern))
+        )
         per_word = (
             select(Customer.id.label("id"), key.label("sort_key"), literal(rank).label("rank"))
-            .where(*where, word == words.c.w, extra, *condition)
+            .where(*where, words.c.w.like(terms.prefix_pattern), word == words.c.w, extra, *condition)
             .order_by(*by)
             .limit(limit)
             .lateral(f"word_{position}")
