@@ -297,17 +297,21 @@ async def test_pages_follow_the_relevance_tiers_then_the_sort(client, world, exe
         "Mihai Rusu",
         "Petre Ioab",
     ]
-    for limit in (1, 2, 4, 20):
-        names: list[str] = []
-        cursor = None
-        while True:
-            params = {"query": "ioan", "limit": limit} | ({"cursor": cursor} if cursor else {})
-            body = await _search(client, world, **params)
-            names += _names(body)
-            cursor = body["next_cursor"]
-            if cursor is None:
-                break
-        assert names == expected, limit
+    oldest_first = ["Ioan", "Ioan Pop", "Ioana Marin", "Vlad Ioanid", "Dan Ioan", *expected[5:]]
+    for order, wanted in (("desc", expected), ("asc", oldest_first)):
+        for limit in (1, 2, 4, 20):
+            names: list[str] = []
+            cursor = None
+            while True:
+                params = {"query": "ioan", "limit": limit, "order": order} | ({"cursor": cursor} if cursor else {})
+                body = await _search(client, world, **params)
+                names += _names(body)
+                cursor = body["next_cursor"]
+                if cursor is None:
+                    break
+            assert names == wanted, (order, limit)
+    # a query with a space takes the other btree path (full name prefix), with the same tiers
+    assert _names(await _search(client, world, query="ioan p"))[0] == "Ioan Pop"
     assert (await _search(client, world, query="ioan", include_total="true"))["total"] == len(expected)
 
 
