@@ -516,12 +516,15 @@ async def _phased_page(
     the typo tier ranks at most TYPO_CANDIDATES rows)."""
     key = SORT_KEYS[sort]
     found: list[Row[Any]] = []  # phases are in rank order: their rows follow each other
-    for phase in _phases(query):
+    for number, phase in enumerate(_phases(query)):
         if after is not None and phase.lowest > after[0]:
             continue  # the cursor is past this phase's rows
-        statement = _phase_statement(
-            phase, filters, key=key, direction=direction, after=after, limit=limit - len(found)
-        )
+        if number == 0 and _by_words(query, sort):
+            statement = _word_phase_statement(query, filters, direction=direction, after=after, limit=limit)
+        else:
+            statement = _phase_statement(
+                phase, filters, key=key, direction=direction, after=after, limit=limit - len(found)
+            )
         found += (await session.execute(statement)).all()
         if len(found) >= limit:
             break
