@@ -40,6 +40,7 @@ SERVER_URL = os.environ.get("BEE_BENCH_POSTGRES_URL", "postgresql://postgres@127
 SECRET = "bench-secret-0123456789abcdef0123456789abcdef"
 PAGE = 20
 DEEP_PAGE = 50
+KINDS = ["name", "email", "phone", "tag", "deep"]
 
 
 def free_port() -> int:
@@ -52,12 +53,31 @@ def with_database(url: str, name: str) -> str:
     return url.rsplit("/", 1)[0] + "/" + name
 
 
-async def admin_execute(sql: str) -> None:
-    connection = await asyncpg.connect(SERVER_URL)
+async def admin_execute(sql: str, database: str | None = None) -> None:
+    connection = await asyncpg.connect(with_database(SERVER_URL, database) if database else SERVER_URL)
     try:
         await connection.execute(sql)
     finally:
         await connection.close()
+
+
+async def database_exists(name: str) -> bool:
+    connection = await asyncpg.connect(SERVER_URL)
+    try:
+        return bool(await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name))
+    finally:
+        await connection.close()
+
+
+async def largest_business(database_url: str) -> tuple[uuid.UUID, int]:
+    connection = await asyncpg.connect(database_url)
+    try:
+        row = await connection.fetchrow(
+            "SELECT business_id, count(*) AS n FROM customers GROUP BY business_id ORDER BY n DESC LIMIT 1"
+        )
+    finally:
+        await connection.close()
+    return row["business_id"], row["n"]
 
 
 def start_server(database_url: str, port: int) -> subprocess.Popen[bytes]:
@@ -189,7 +209,13 @@ async def explain(database_url: str, filters: SearchFilters, sort: str = "create
 
 
 async def run_stage(
-    size: int, database_url: str, base_url: str, business_id: uuid.UUID, samples: int, show_plans: bool
+    size: int,
+    database_url: str,
+    base_url: str,
+    business_id: uuid.UUID,
+    samples: int,
+    show_plans: bool,
+    only: list[str] = KINDS,
 ) -> list[tuple[Any, ...]]:
     rng = random.Random(size)
     workload = Workload(await sample_customers(database_url, business_id, 200), rng)
@@ -203,7 +229,7 @@ async def run_stage(
     b = str(business_id)
     rows: list[tuple[Any, ...]] = []
     async with httpx.AsyncClient(base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as client:
-        deep = await deep_cursors(client, business_id)
+        deep = await deep_cursors(client, business_id) if "deep" in only else []
         kinds: dict[str, Callable[[int], dict[str, Any]]] = {
             "name query": lambda i: {"business_id": b, "query": rng.choice(workload.names)},
             "email fragment": lambda i: {"business_id": b, "query": rng.choice(workload.emails)},
@@ -211,6 +237,7 @@ async def run_stage(
             "tag filter": lambda i: {"business_id": b, "tag": rng.choice(workload.tags)},
             f"deep page ({DEEP_PAGE})": lambda i: deep[i % len(deep)],
         }
+        kinds = {kind: make for kind, make in kinds.items() if kind.split()[0] in only}
         for kind, make in kinds.items():
             p50, p95, p99, found = await measure(client, make, samples)
             rows.append((size, kind, p50, p95, p99, found))
@@ -222,6 +249,7 @@ async def run_stage(
         "tag filter": SearchFilters(business_id=business_id, tags=["VIP"]),
         f"deep page ({DEEP_PAGE})": SearchFilters(business_id=business_id),
     }
+    plans = {kind: filters for kind, filters in plans.items() if kind.split()[0] in only}
     for index, (kind, filters) in enumerate(plans.items()):
         plan = await explain(database_url, filters)
         rows[index] = (*rows[index], used_indexes(plan))
@@ -244,18 +272,36 @@ async def main() -> int:
     parser.add_argument("--other-size", type=int, default=10_000)
     parser.add_argument("--samples", type=int, default=100, help="timed requests per query kind and size")
     parser.add_argument("--plans", action="store_true", help="print the full EXPLAIN ANALYZE of each query")
+    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=KINDS, help="only these query kinds")
+    parser.add_argument(
+        "--keep-database",
+        metavar="NAME",
+        help="seed into this database and keep it; when it exists already, migrate it to head and measure"
+        " its largest business without seeding (one size only)",
+    )
     args = parser.parse_args()
 
-    name = f"bee_bench_{uuid.uuid4().hex[:10]}"
-    await admin_execute(f'CREATE DATABASE "{name}"')
+    name = args.keep_database or f"bee_bench_{uuid.uuid4().hex[:10]}"
     database_url = with_database(SERVER_URL, name)
+    kept = args.keep_database is not None and await database_exists(name)
+    if not kept:
+        await admin_execute(f'CREATE DATABASE "{name}"')
     server: subprocess.Popen[bytes] | None = None
     try:
         await asyncio.to_thread(run_migrations, to_async_url(database_url))
         business_id = uuid.uuid4()
         rows: list[tuple[Any, ...]] = []
         have = 0
-        for stage, size in enumerate(sorted(args.sizes)):
+        if kept:
+            business_id, have = await largest_business(database_url)
+            await admin_execute("ANALYZE customers", database=name)
+            print(f"kept database {name}: business {business_id} with {have:,} customers", file=sys.stderr)
+            port = free_port()
+            server = start_server(database_url, port)
+            rows += await run_stage(
+                have, database_url, f"http://127.0.0.1:{port}", business_id, args.samples, args.plans, args.kinds
+            )
+        for stage, size in enumerate(sorted(args.sizes) if not kept else []):
             plan = [(business_id, size - have)]
             if stage == 0:
                 plan += [(uuid.uuid4(), args.other_size) for _ in range(args.others)]
@@ -269,16 +315,17 @@ async def main() -> int:
                 port = free_port()
                 server = start_server(database_url, port)
             rows += await run_stage(
-                size, database_url, f"http://127.0.0.1:{port}", business_id, args.samples, args.plans
+                size, database_url, f"http://127.0.0.1:{port}", business_id, args.samples, args.plans, args.kinds
             )
-            print_table(rows[-5:])
+            print_table(rows[-len(args.kinds) :])
         print(f"\n## search latency through the HTTP API ({args.samples} sequential requests per row)")
         print_table(rows)
     finally:
         if server is not None:
             server.terminate()
             server.wait(timeout=30)
-        await admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if args.keep_database is None:
+            await admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     return 0
 
 

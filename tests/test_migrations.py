@@ -47,7 +47,12 @@ async def test_upgrade_from_empty_and_downgrade_to_empty(postgres_server):
             "gdpr_requests",
         } <= upgraded
 
-        assert await _search_functions(url) == {"bee_unaccent", "bee_search_normalise"}
+        assert await _search_functions(url) == {
+            "bee_unaccent",
+            "bee_search_normalise",
+            "bee_name_rest",
+            "bee_name_word",
+        }
 
         await asyncio.to_thread(run_migrations, to_async_url(url), "base", downgrade=True)
         assert await _tables(url) == {"alembic_version"}

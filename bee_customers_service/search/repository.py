@@ -13,6 +13,7 @@ Plans (checked with EXPLAIN ANALYZE at 1,000,000 customers in one business; benc
 """
 
 import re
+import string
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,13 +29,16 @@ from sqlalchemy import (
     case,
     cast,
     exists,
+    false,
     func,
     literal,
     literal_column,
     or_,
     select,
     text,
+    true,
     tuple_,
+    union_all,
 )
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.engine import Row
@@ -65,6 +69,9 @@ _PHONE_LIKE = re.compile(r"^[0-9+()./\- ]+$")
 _WORDS = re.compile(r"^[^\W\d_]+(?:[ '\-]+[^\W\d_]+)*$")  # letters, with spaces/hyphens/apostrophes between
 MIN_TRIGRAM_QUERY = 3
 TYPO_TIER = 300
+# At most this many almost-matches (the typo tier) are ranked per page: a typo in a common surname
+# is "almost" thousands of names at a million customers. Below the cap the order is exact.
+TYPO_CANDIDATES = 100
 WORD_SIMILARITY_THRESHOLD = 0.5  # pg_trgm's default 0.6 misses a dropped letter in a 7-letter name
 _SESSION_SETTINGS = text(
     "SELECT set_config('plan_cache_mode', 'force_custom_plan', true),"
@@ -117,6 +124,47 @@ class SearchFilters:
     min_lifetime_value: Decimal | None = None
 
 
+@dataclass(frozen=True)
+class _Terms:
+    """The pieces of a name/email query's conditions, built once."""
+
+    normalised: ColumnElement[Any]
+    prefix_pattern: ColumnElement[Any]
+    name_prefix: ColumnElement[bool]
+    rest_prefix: ColumnElement[bool]
+    name_substring: ColumnElement[bool]
+    email_prefix: ColumnElement[bool] | None
+    email_substring: ColumnElement[bool] | None
+    typo: ColumnElement[bool] | None
+
+
+def _terms(query: TextQuery) -> _Terms:
+    escaped = _like_escape(query.raw)
+    normalised = func.bee_search_normalise(literal(query.raw))
+    normalised_escaped = func.bee_search_normalise(literal(escaped))
+    name = Customer.search_name
+    email_prefix = email_substring = typo = None
+    if " " not in query.raw:
+        email_prefix = Customer.email.like(func.lower(literal(escaped)) + literal("%"))
+        email_substring = Customer.email.like(literal("%") + func.lower(literal(escaped)) + literal("%"))
+    # Typo tolerance is for words ("popscu" finds "Popescu"); a fragment with digits or dots is an
+    # email or a code, where "almost" matches are noise (and expensive to collect).
+    if len(query.raw) >= MIN_TRIGRAM_QUERY and _WORDS.match(query.raw) is not None:
+        # word_similarity(query, name) >= pg_trgm.word_similarity_threshold.
+        typo = normalised.op("<%", is_comparison=True)(name)
+    return _Terms(
+        normalised=normalised,
+        prefix_pattern=normalised_escaped + literal("%"),
+        name_prefix=name.like(normalised_escaped + literal("%")),
+        # "the name without its first word starts with it": the surname (or middle name) starts with it.
+        rest_prefix=func.bee_name_rest(name).like(normalised_escaped + literal("%")),
+        name_substring=name.like(literal("%") + normalised_escaped + literal("%")),
+        email_prefix=email_prefix,
+        email_substring=email_substring,
+        typo=typo,
+    )
+
+
 def _tiers(query: TextQuery) -> list[tuple[int, ColumnElement[bool]]]:
     """The relevance tiers of a query, best first: (rank, condition). A row belongs to the first
     tier whose condition it meets; within a tier rows follow the requested sort."""
@@ -128,27 +176,22 @@ def _tiers(query: TextQuery) -> list[tuple[int, ColumnElement[bool]]]:
         ]
 
     escaped = _like_escape(query.raw)
-    email_prefix = func.lower(literal(escaped)) + literal("%")
-    email_pattern = literal("%") + func.lower(literal(escaped)) + literal("%")
     if "@" in query.raw:  # only an email has an "@": do not look at names at all
+        email_prefix = func.lower(literal(escaped)) + literal("%")
+        email_pattern = literal("%") + func.lower(literal(escaped)) + literal("%")
         return [(1000, Customer.email.like(email_prefix)), (900, Customer.email.like(email_pattern))]
 
-    normalised = func.bee_search_normalise(literal(query.raw))
-    normalised_escaped = func.bee_search_normalise(literal(escaped))
-    name = Customer.search_name
+    terms = _terms(query)
     tiers: list[tuple[int, ColumnElement[bool]]] = [
-        (1000, name == normalised),
-        (900, name.like(normalised_escaped + literal("%"))),
-        (800, name.like(literal("% ") + normalised_escaped + literal("%"))),
-        (700, name.like(literal("%") + normalised_escaped + literal("%"))),
+        (1000, Customer.search_name == terms.normalised),
+        (900, terms.name_prefix),
+        (800, terms.rest_prefix),
+        (700, terms.name_substring),
     ]
-    if " " not in query.raw:
-        tiers += [(650, Customer.email.like(email_prefix)), (500, Customer.email.like(email_pattern))]
-    # Typo tolerance is for words ("popscu" finds "Popescu"); a fragment with digits or dots is an
-    # email or a code, where "almost" matches are noise (and expensive to collect).
-    if len(query.raw) >= MIN_TRIGRAM_QUERY and _WORDS.match(query.raw) is not None:
-        # word_similarity(query, name) >= pg_trgm.word_similarity_threshold.
-        tiers.append((TYPO_TIER, normalised.op("<%", is_comparison=True)(name)))
+    if terms.email_prefix is not None and terms.email_substring is not None:
+        tiers += [(650, terms.email_prefix), (500, terms.email_substring)]
+    if terms.typo is not None:
+        tiers.append((TYPO_TIER, terms.typo))
     return tiers
 
 
@@ -162,16 +205,74 @@ def _match(query: TextQuery) -> ColumnElement[bool]:
     return or_(*wanted)
 
 
+def _similarity_rank(query: TextQuery) -> ColumnElement[int]:
+    similarity = func.word_similarity(func.bee_search_normalise(literal(query.raw)), Customer.search_name)
+    return cast(func.round(similarity * TYPO_TIER), Integer)
+
+
 def _rank(query: TextQuery) -> ColumnElement[int]:
     """The first tier a row meets; typo-tolerant matches rank by how similar they are (0..300)."""
     tiers = _tiers(query)
     if tiers[-1][0] == TYPO_TIER:
         *exact, _ = tiers
-        similarity = func.word_similarity(func.bee_search_normalise(literal(query.raw)), Customer.search_name)
-        fallback: ColumnElement[Any] = cast(func.round(similarity * TYPO_TIER), Integer)
+        fallback: ColumnElement[Any] = _similarity_rank(query)
     else:
         exact, fallback = tiers, literal(0)
     return case(*((condition, rank) for rank, condition in exact), else_=fallback)
+
+
+@dataclass(frozen=True)
+class _Phase:
+    """Rows of a contiguous run of tiers (ranks `lowest`..`highest`), found by `branches`: each branch
+    is one index path, and excludes the rows of the branches (and phases) before it. `rank` is
+    exact for the phase's rows. `cap` bounds how many rows of the phase are ranked."""
+
+    highest: int
+    lowest: int
+    branches: tuple[ColumnElement[bool], ...]
+    rank: ColumnElement[int]
+    cap: int | None = None
+
+
+def _phases(query: TextQuery) -> list[_Phase]:
+    """A name/email query as phases, best tiers first (same tiers and ranks as `_tiers`).
+
+    The first phases are btree prefix ranges (index-only scans): a common word ("vlad": ~13k rows
+    at a million) fills a page there, and the trigram phases below never run for that page.
+    """
+    terms = _terms(query)
+    name = Customer.search_name
+    phases = [
+        _Phase(
+            1000,
+            800,
+            (terms.name_prefix, and_(terms.rest_prefix, ~terms.name_prefix)),
+            case((name == terms.normalised, 1000), (terms.name_prefix, 900), else_=800),
+        ),
+        _Phase(
+            700,
+            700,
+            (and_(terms.name_substring, ~terms.name_prefix, ~terms.rest_prefix),),
+            literal(700),
+        ),
+    ]
+    if _unusual(query):
+        # The name must hold that character too: only the few such names of the business are read
+        # (partial index ix_customers_business_unusual_name) instead of every name with its letters.
+        # (strpos, not LIKE: the planner would otherwise prefer the trigram index, which cannot see
+        # the character and returns every name holding the letters around it).
+        contains = func.strpos(Customer.search_name, terms.normalised) > 0
+        phases[1] = _Phase(
+            700, 700, (and_(contains, UNUSUAL_NAME, ~terms.name_prefix, ~terms.rest_prefix),), phases[1].rank
+        )
+    seen = terms.name_substring
+    if terms.email_prefix is not None and terms.email_substring is not None:
+        phases.append(_Phase(650, 650, (and_(terms.email_prefix, ~seen),), literal(650)))
+        phases.append(_Phase(500, 500, (and_(terms.email_substring, ~seen, ~terms.email_prefix),), literal(500)))
+        seen = or_(seen, terms.email_substring)
+    if terms.typo is not None:
+        phases.append(_Phase(TYPO_TIER, 0, (and_(terms.typo, ~seen),), _similarity_rank(query), cap=TYPO_CANDIDATES))
+    return phases
 
 
 def _where(filters: SearchFilters) -> list[ColumnElement[bool]]:
@@ -227,6 +328,19 @@ _COLUMNS = (
 )
 
 
+def _tags_of(customer_id: ColumnElement[Any]) -> Any:
+    return (
+        select(
+            func.coalesce(
+                func.array_agg(aggregate_order_by(CustomerTag.label, CustomerTag.created_at, CustomerTag.id)),
+                literal_column("'{}'::varchar[]"),
+            )
+        )
+        .where(CustomerTag.customer_id == customer_id)
+        .scalar_subquery()
+    )
+
+
 def _page_statement(
     filters: SearchFilters, *, sort: str, direction: str, after: Sequence[Any] | None, limit: int
 ) -> Select[Any]:
@@ -259,20 +373,162 @@ def _page_statement(
         )
 
     # Tags are gathered for the page's rows only (outside the LIMIT), one index probe each.
-    tags = (
-        select(
-            func.coalesce(
-                func.array_agg(aggregate_order_by(CustomerTag.label, CustomerTag.created_at, CustomerTag.id)),
-                literal_column("'{}'::varchar[]"),
-            )
-        )
-        .where(CustomerTag.customer_id == page.c.id)
-        .scalar_subquery()
-    )
+    tags = _tags_of(page.c.id)
     order = _by(page.c.sort_key, page.c.id, direction)
     if filters.query is not None:
         order.insert(0, page.c.rank.desc())
     return select(page, tags.label("tags")).order_by(*order).limit(limit)
+
+
+# Digits and ASCII punctuation other than ' and -: rare in names, common in email fragments
+# ("ioana.vl"). The same test in SQL is the predicate of the partial index in migration 0009.
+_UNUSUAL_CHARACTERS = frozenset(string.punctuation + string.digits) - {"'", "-"}
+UNUSUAL_NAME = Customer.search_name.op("~")(literal_column("'[^[:alpha:] ''-]'"))
+
+
+def _unusual(query: TextQuery) -> bool:
+    return any(character in _UNUSUAL_CHARACTERS for character in query.raw)
+
+
+def _phased(query: TextQuery) -> bool:
+    return query.phone_digits is None and "@" not in query.raw
+
+
+def _by_words(query: TextQuery, sort: str) -> bool:
+    """One word in created_at order: the first phase walks the word indexes (`_word_phase_statement`)."""
+    return sort == "created_at" and " " not in query.raw
+
+
+def _phase_statement(
+    phase: _Phase,
+    filters: SearchFilters,
+    *,
+    key: ColumnElement[Any],
+    direction: str,
+    after: Sequence[Any] | None,
+    limit: int,
+) -> Select[Any]:
+    """(id, sort_key, rank) of the phase's best `limit` rows after the cursor. Only columns that the
+    prefix indexes include are read, so the btree phases are index-only scans."""
+    where = _where(filters)
+    if after is not None:
+        last_rank, key_value, id_value = after
+        where.append(
+            or_(phase.rank < last_rank, and_(phase.rank == last_rank, _beyond(key, direction, key_value, id_value)))
+        )
+    branches = []
+    for branch in phase.branches:
+        candidates = select(Customer.id.label("id"), key.label("sort_key"), phase.rank.label("rank")).where(
+            *where, branch
+        )
+        branches.append(candidates.limit(phase.cap) if phase.cap is not None else candidates)
+    return _with_columns(union_all(*branches) if len(branches) > 1 else branches[0], direction, limit)
+
+
+def _word_phase_statement(
+    query: TextQuery, filters: SearchFilters, *, direction: str, after: Sequence[Any] | None, limit: int
+) -> Select[Any]:
+    """The first phase (tiers 1000/900/800) for a one-word query in created_at order, without reading
+    every match: the distinct first (second) words that start with the query are enumerated through
+    the (business_id, word, created_at, id) index (a loose index scan: one probe per distinct word,
+    "stefa" -> stefan, stefania, ...), and each word gives only its first `limit` rows in order."""
+    key = Customer.created_at
+    terms = _terms(query)
+    name = Customer.search_name
+    where = _where(filters)
+    by = _by(key, Customer.id, direction)
+
+    def cursor(rank: int) -> list[ColumnElement[bool]] | None:
+        if after is None or after[0] > rank:
+            return []
+        if after[0] < rank:
+            return None  # the cursor is past this tier
+        return [_beyond(key, direction, after[1], after[2])]
+
+    parts: list[Select[Any]] = []
+    if (condition := cursor(1000)) is not None:
+        parts.append(
+            select(Customer.id.label("id"), key.label("sort_key"), literal(1000).label("rank"))
+            .where(*where, name == terms.normalised, *condition)
+            .order_by(*by)
+            .limit(limit)
+        )
+    for position, rank, extra in ((1, 900, name != terms.normalised), (2, 800, ~terms.name_prefix)):
+        if (condition := cursor(rank)) is None:
+            continue
+        word = func.bee_name_word(name, literal_column(str(position))).collate("C")
+        # Each probe is "the next word after w" with no upper bound, so that it is planned as an
+        # ordered index scan stopped after one entry (with the prefix range in the probe, the
+        # planner may read the whole range and sort it); the walk stops at the first word past it.
+        business = Customer.business_id == filters.business_id
+        first = select(word).where(business, word >= terms.normalised).order_by(word).limit(1).scalar_subquery()
+        words = select(first.label("w")).cte(f"words_{position}", recursive=True)
+        following = select(word).where(business, word > words.c.w).order_by(word).limit(1).scalar_subquery()
+        words = words.union_all(
+            select(following.label("w")).where(words.c.w.is_not(None), words.c.w.like(terms.prefix_pattern))
+        )
+        per_word = (
+            select(Customer.id.label("id"), key.label("sort_key"), literal(rank).label("rank"))
+            .where(*where, words.c.w.like(terms.prefix_pattern), word == words.c.w, extra, *condition)
+            .order_by(*by)
+            .limit(limit)
+            .lateral(f"word_{position}")
+        )
+        parts.append(
+            select(per_word.c.id, per_word.c.sort_key, per_word.c.rank).select_from(words).join(per_word, true())
+        )
+    if not parts:
+        parts.append(select(Customer.id.label("id"), key.label("sort_key"), literal(0).label("rank")).where(false()))
+    return _with_columns(union_all(*parts) if len(parts) > 1 else parts[0], direction, limit)
+
+
+def _with_columns(found: Any, direction: str, limit: int) -> Select[Any]:
+    """The best `limit` of `found` (id, sort_key, rank) with the list view columns and tags: the
+    heap and the tags are read for those rows only, after the LIMIT."""
+    rows = found.subquery("phase")
+    page = (
+        select(rows.c.id, rows.c.sort_key, rows.c.rank)
+        .order_by(rows.c.rank.desc(), *_by(rows.c.sort_key, rows.c.id, direction))
+        .limit(limit)
+        .subquery("page")
+    )
+    columns = [c for c in _COLUMNS if c is not Customer.id]
+    return (
+        select(page.c.id, *columns, page.c.sort_key, page.c.rank, _tags_of(page.c.id).label("tags"))
+        .join_from(page, Customer, Customer.id == page.c.id)
+        .order_by(page.c.rank.desc(), *_by(page.c.sort_key, page.c.id, direction))
+    )
+
+
+async def _phased_page(
+    session: AsyncSession,
+    filters: SearchFilters,
+    query: TextQuery,
+    *,
+    sort: str,
+    direction: str,
+    after: Sequence[Any] | None,
+    limit: int,
+) -> Sequence[Row[Any]]:
+    """Relevance first, one phase (run of tiers) at a time: a later phase runs only when the earlier
+    ones cannot fill the page, so a common word is served by the btree phase alone. Ranks of later
+    phases are all lower, so the page is exactly what ranking every match would give (except that
+    the typo tier ranks at most TYPO_CANDIDATES rows)."""
+    key = SORT_KEYS[sort]
+    found: list[Row[Any]] = []  # phases are in rank order: their rows follow each other
+    for number, phase in enumerate(_phases(query)):
+        if after is not None and phase.lowest > after[0]:
+            continue  # the cursor is past this phase's rows
+        if number == 0 and _by_words(query, sort):
+            statement = _word_phase_statement(query, filters, direction=direction, after=after, limit=limit)
+        else:
+            statement = _phase_statement(
+                phase, filters, key=key, direction=direction, after=after, limit=limit - len(found)
+            )
+        found += (await session.execute(statement)).all()
+        if len(found) >= limit:
+            break
+    return found
 
 
 async def search_page(
@@ -282,6 +538,10 @@ async def search_page(
         # For this transaction only: plan each search for its own values (a generic plan cannot see
         # which trigrams a pattern holds), and accept one typo in a short word ("popscu" -> "Popescu").
         await session.execute(_SESSION_SETTINGS)
+        if _phased(filters.query):
+            return await _phased_page(
+                session, filters, filters.query, sort=sort, direction=direction, after=after, limit=limit
+            )
     statement = _page_statement(filters, sort=sort, direction=direction, after=after, limit=limit)
     return (await session.execute(statement)).all()
 
@@ -299,7 +559,13 @@ async def count(session: AsyncSession, filters: SearchFilters) -> int:
 def explain_statement(
     filters: SearchFilters, *, sort: str, direction: str, after: Sequence[Any] | None, limit: int
 ) -> Select[Any]:
-    """The statement `search_page` runs (for EXPLAIN in bench/search.py)."""
+    """The statement `search_page` runs (for EXPLAIN in bench/search.py); for a name or email query,
+    the first phase's (what serves a page of a common word)."""
+    if filters.query is not None and _phased(filters.query):
+        if _by_words(filters.query, sort):
+            return _word_phase_statement(filters.query, filters, direction=direction, after=after, limit=limit)
+        phase = _phases(filters.query)[0]
+        return _phase_statement(phase, filters, key=SORT_KEYS[sort], direction=direction, after=after, limit=limit)
     return _page_statement(filters, sort=sort, direction=direction, after=after, limit=limit)
 
 

@@ -270,6 +270,61 @@ async def test_paging_through_a_query(client, world, execute):
     assert len(ids) == len(set(ids)) == 5
 
 
+async def test_pages_follow_the_relevance_tiers_then_the_sort(client, world, execute):
+    # One customer (or two) per tier for "ioan"; the page size makes every page boundary a different
+    # place: inside a tier, between two tiers, between the btree tiers and the trigram ones.
+    people = [
+        ("Petre Ioab", "p@x.ro", 9),  # almost (typo tier)
+        ("Mihai Rusu", "m.ioan@x.ro", 8),  # email contains it
+        ("Elena Dobre", "ioanelena@x.ro", 7),  # email starts with it
+        ("Radu Mioanescu", "radu@x.ro", 6),  # name contains it
+        ("Dan Ioan", "dan@x.ro", 4),  # the surname starts with it
+        ("Vlad Ioanid", "vlad@x.ro", 3),
+        ("Ioana Marin", "im@x.ro", 2),  # the name starts with it
+        ("Ioan Pop", "ip@x.ro", 1),
+        ("Ioan", "i@x.ro", 0),  # the whole name
+    ]
+    for name, email, day in people:
+        await _customer(client, world, execute, name=name, email=email, day=day)
+    expected = [
+        "Ioan",
+        "Ioana Marin",
+        "Ioan Pop",
+        "Dan Ioan",
+        "Vlad Ioanid",
+        "Radu Mioanescu",
+        "Elena Dobre",
+        "Mihai Rusu",
+        "Petre Ioab",
+    ]
+    oldest_first = ["Ioan", "Ioan Pop", "Ioana Marin", "Vlad Ioanid", "Dan Ioan", *expected[5:]]
+    for order, wanted in (("desc", expected), ("asc", oldest_first)):
+        for limit in (1, 2, 4, 20):
+            names: list[str] = []
+            cursor = None
+            while True:
+                params = {"query": "ioan", "limit": limit, "order": order} | ({"cursor": cursor} if cursor else {})
+                body = await _search(client, world, **params)
+                names += _names(body)
+                cursor = body["next_cursor"]
+                if cursor is None:
+                    break
+            assert names == wanted, (order, limit)
+    # a query with a space takes the other btree path (full name prefix), with the same tiers
+    assert _names(await _search(client, world, query="ioan p"))[0] == "Ioan Pop"
+    assert (await _search(client, world, query="ioan", include_total="true"))["total"] == len(expected)
+
+
+async def test_punctuation_in_the_query_still_finds_names_and_emails(client, world, execute):
+    await _customer(client, world, execute, name="J.R. Ewing", email="jr@x.ro", day=1)
+    await _customer(client, world, execute, name="Ioana Vlad", email="ioana.vlad@x.ro", day=2)
+    await _customer(client, world, execute, name="Radu Ioana", email="r1@x.ro", day=3)
+    assert _names(await _search(client, world, query="r. ew")) == ["J.R. Ewing"]
+    assert _names(await _search(client, world, query="j.r")) == ["J.R. Ewing"]
+    assert _names(await _search(client, world, query="ioana.vl")) == ["Ioana Vlad"]
+    assert _names(await _search(client, world, query="r1")) == ["Radu Ioana"]
+
+
 async def test_include_total_counts_all_matches(client, world, people):
     body = await _search(client, world, tag="VIP", limit=1, include_total="true")
     assert body["total"] == 2
