@@ -33,6 +33,7 @@ from bee_customers_service.activity import service as activity_service
 from bee_customers_service.activity.contract import Change, Rejected
 from bee_customers_service.core.config import Settings
 from bee_customers_service.core.db import Database
+from bee_customers_service.core.metrics import EVENTS_CONSUMED
 
 log = structlog.get_logger(__name__)
 
@@ -394,10 +395,12 @@ class ActivityConsumer:
             return
         if outcome == activity_service.APPLIED:
             self.counters.applied += 1
+            EVENTS_CONSUMED.labels(result="applied").inc()
             if message.timestamp is not None:
                 self.counters.last_lag_seconds = max(0.0, time.time() - message.timestamp.timestamp())
         else:
             self.counters.duplicates += 1
+            EVENTS_CONSUMED.labels(result="duplicate").inc()
         await self._ack(message)
 
     async def _ack(self, message: AbstractIncomingMessage) -> None:
@@ -423,6 +426,7 @@ class ActivityConsumer:
         """Park the message in the DLQ with the reason (a header), then acknowledge it."""
         routing_key = original_routing_key(message)
         self.counters.dead_lettered += 1
+        EVENTS_CONSUMED.labels(result="dead_lettered").inc()
         log.warning(
             "activity_message_dead_lettered", reason=reason, routing_key=routing_key, message_id=message.message_id
         )
@@ -458,6 +462,7 @@ class ActivityConsumer:
             await self._dead_letter(message, f"gave up after {attempts} attempts: {error}")
             return
         self.counters.retried += 1
+        EVENTS_CONSUMED.labels(result="retried").inc()
         log.warning("activity_message_retry", attempts=attempts, error=error, message_id=message.message_id)
         assert self._channel is not None
         try:

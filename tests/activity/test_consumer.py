@@ -250,3 +250,20 @@ async def test_late_events_after_an_erasure_do_not_resurrect_the_customer(client
     [dead] = [d for d in await feed.dead_letters() if json.loads(d.body).get("event_id") == body["event_id"]]
     assert dead.reason.startswith("erased customer")
     assert await fetch("SELECT 1 FROM customers WHERE user_id = :u", u=uuid.UUID(customer["user_id"])) == []
+
+
+def _consumed(metrics_text: str, result: str) -> float:
+    import re
+
+    match = re.search(rf'^events_consumed_total\{{result="{result}"\}} ([0-9.e+]+)$', metrics_text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+async def test_consumed_events_are_counted_by_outcome_in_metrics(client, world, feed):
+    customer = await world.create_customer(client)
+    before = (await client.get("/metrics")).text
+    await feed.send(order_completed(customer, total="10.00"), ("v1.order.completed", b"{not json"))
+    after = (await client.get("/metrics")).text
+    assert _consumed(after, "applied") - _consumed(before, "applied") == 1
+    assert _consumed(after, "dead_lettered") - _consumed(before, "dead_lettered") == 1
+    await feed.dead_letters()  # leave the dead-letter queue empty for the other tests
