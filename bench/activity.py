@@ -41,7 +41,7 @@ import asyncpg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bee_customers_service.activity.consumer import declare_topology, retry_queue_name  # noqa: E402
+from bee_customers_service.activity.consumer import declare_topology, delete_topology  # noqa: E402
 from bee_customers_service.cli import run_migrations  # noqa: E402
 from bee_customers_service.core.config import Settings  # noqa: E402
 
@@ -167,14 +167,7 @@ async def topology(settings: Settings, *, delete: bool = False) -> int:
             return 0
         dlq = await channel.declare_queue(settings.activity_dead_letter_queue, durable=True, passive=True)
         dead = dlq.declaration_result.message_count or 0
-        for queue in (settings.activity_queue, retry_queue_name(settings), settings.activity_dead_letter_queue):
-            await channel.queue_delete(queue)
-        for exchange in (
-            settings.orders_exchange,
-            settings.scheduling_exchange,
-            settings.activity_dead_letter_exchange,
-        ):
-            await channel.exchange_delete(exchange)
+        await delete_topology(channel, settings)
         return dead
 
 

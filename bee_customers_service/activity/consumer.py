@@ -68,6 +68,14 @@ class ConsumerCounters:
     last_lag_seconds: float | None = None
 
 
+async def delete_topology(channel: AbstractChannel, settings: Settings) -> None:
+    """Remove what `declare_topology` made (throwaway topologies of tests and benchmarks)."""
+    for queue in (settings.activity_queue, retry_queue_name(settings), settings.activity_dead_letter_queue):
+        await channel.queue_delete(queue)
+    for exchange in (settings.orders_exchange, settings.scheduling_exchange, settings.activity_dead_letter_exchange):
+        await channel.exchange_delete(exchange)
+
+
 async def declare_topology(channel: AbstractChannel, settings: Settings) -> AbstractQueue:
     """Declare the upstream exchanges, the queue and its retry and dead-letter companions."""
     durable_topic = {"type": aio_pika.ExchangeType.TOPIC, "durable": True}

@@ -16,7 +16,7 @@ from typing import Any
 import aio_pika
 import pytest
 
-from bee_customers_service.activity.consumer import ActivityConsumer, retry_queue_name
+from bee_customers_service.activity.consumer import ActivityConsumer, delete_topology
 from bee_customers_service.core.config import Settings
 from tests.conftest import make_settings
 from tests.services import RABBITMQ_URL, require_service
@@ -49,18 +49,10 @@ def activity_settings_for(database_url: str, **overrides: Any) -> Settings:
     return make_settings(database_url, **values)
 
 
-async def delete_topology(settings: Settings) -> None:
+async def remove_topology(settings: Settings) -> None:
     connection = await aio_pika.connect(RABBITMQ_URL)
     async with connection:
-        channel = await connection.channel()
-        for queue in (settings.activity_queue, retry_queue_name(settings), settings.activity_dead_letter_queue):
-            await channel.queue_delete(queue)
-        for exchange in (
-            settings.orders_exchange,
-            settings.scheduling_exchange,
-            settings.activity_dead_letter_exchange,
-        ):
-            await channel.exchange_delete(exchange)
+        await delete_topology(await connection.channel(), settings)
 
 
 @pytest.fixture(scope="session")
@@ -75,7 +67,7 @@ async def consumer(app: Any, activity_settings: Settings) -> AsyncIterator[Activ
     await running.start()
     yield running
     await running.stop()
-    await delete_topology(activity_settings)
+    await remove_topology(activity_settings)
 
 
 @dataclass

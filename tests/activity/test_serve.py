@@ -9,7 +9,7 @@ import aio_pika
 
 from bee_customers_service.activity.consumer import ActivityConsumer
 from bee_customers_service.app import create_app
-from tests.activity.conftest import activity_settings_for, delete_topology
+from tests.activity.conftest import activity_settings_for, remove_topology
 from tests.activity.upstream import order_completed
 from tests.conftest import client_for, running_app
 from tests.services import RABBITMQ_URL, require_service
@@ -42,7 +42,7 @@ async def test_the_app_runs_the_consumer_when_enabled(database_url, world, clien
             ready = (await served.get("/readyz")).json()
             assert ready["checks"]["activity_consumer"]["applied"] == 1
     finally:
-        await delete_topology(settings)
+        await remove_topology(settings)
 
 
 async def test_every_applied_message_is_acknowledged_before_the_consumer_stops(app, database_url, world, client):
@@ -72,4 +72,4 @@ async def test_every_applied_message_is_acknowledged_before_the_consumer_stops(a
             assert stats["total_orders"] == 12
     finally:
         await consumer.stop()
-        await delete_topology(settings)
+        await remove_topology(settings)
