@@ -243,10 +243,12 @@ async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--customers", type=int, default=10_000)
-    parser.add_argument("--prefetch", type=int, default=1000)
-    parser.add_argument("--concurrency", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=250)
-    parser.add_argument("--linger-ms", type=int, default=50)
+    # The service's own defaults (core/config.py), so a bare run measures what `serve` runs.
+    defaults = Settings.model_fields
+    parser.add_argument("--prefetch", type=int, default=defaults["activity_prefetch"].default)
+    parser.add_argument("--concurrency", type=int, default=defaults["activity_concurrency"].default)
+    parser.add_argument("--batch-size", type=int, default=defaults["activity_batch_size"].default)
+    parser.add_argument("--linger-ms", type=int, default=defaults["activity_batch_linger_ms"].default)
     parser.add_argument("--processes", type=int, default=1, help="consumer processes (replicas) on the same queue")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument(
