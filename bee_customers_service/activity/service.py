@@ -8,21 +8,22 @@ from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Literal
 
-from pydantic import ValidationError
+from pydantic import AwareDatetime, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bee_customers_service.activity import cursor as cursors
 from bee_customers_service.activity import repository
 from bee_customers_service.activity.contract import Change
 from bee_customers_service.activity.schemas import CustomerStats, HistoryItem, HistoryPage, Rfm, Segment
 from bee_customers_service.activity.state import ActivityState, apply
 from bee_customers_service.core.config import Settings
 from bee_customers_service.core.errors import DomainError
+from bee_customers_service.core.pagination import decode_cursor, page_of
 from bee_customers_service.customers import service as customers_service
 from bee_customers_service.customers.models import Customer
 from bee_customers_service.customers.schemas import CustomerCreate
 from bee_customers_service.gdpr import service as gdpr_service
 
+HISTORY_CURSOR_SCOPE = "history:v1"
 APPLIED = "applied"
 DUPLICATE = "duplicate"
 
@@ -288,11 +289,12 @@ async def history(
     session: AsyncSession, customer: Customer, *, kind: str | None, limit: int, cursor: str | None
 ) -> HistoryPage:
     """Orders and appointments, newest first, one keyset page."""
-    after = cursors.decode(cursor) if cursor else None
+    after = decode_cursor(cursor, scope=HISTORY_CURSOR_SCOPE, types=(AwareDatetime, uuid.UUID))
     rows = await repository.history_page(session, customer.id, kind=kind, after=after, limit=limit + 1)
-    items = [HistoryItem.model_validate(row) for row in rows[:limit]]
-    next_cursor = cursors.encode(items[-1].occurred_at, items[-1].id) if len(rows) > limit else None
-    return HistoryPage(items=items, next_cursor=next_cursor)
+    page, next_cursor = page_of(
+        rows, limit, key=lambda row: (row["occurred_at"], row["id"]), scope=HISTORY_CURSOR_SCOPE
+    )
+    return HistoryPage(items=[HistoryItem.model_validate(row) for row in page], next_cursor=next_cursor)
 
 
 async def recompute_customer(session: AsyncSession, customer: Customer, *, settings: Settings) -> CustomerStats:

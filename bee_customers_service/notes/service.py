@@ -4,8 +4,8 @@ Note contents are personal data about a customer: never logged, never in a custo
 """
 
 import uuid
-from datetime import datetime
 
+from pydantic import AwareDatetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bee_customers_service.core.config import Settings
@@ -77,7 +77,7 @@ async def list_notes(
     session: AsyncSession, *, customer: Customer, limit: int, cursor: str | None
 ) -> tuple[list[CustomerNote], str | None]:
     """A page of notes, newest first, and the cursor of the next page."""
-    after = decode_cursor(cursor, scope=CURSOR_SCOPE, types=(datetime, uuid.UUID))
+    after = decode_cursor(cursor, scope=CURSOR_SCOPE, types=(AwareDatetime, uuid.UUID))
     rows = await repository.page_for_customer(session, customer.id, after=after, limit=limit + 1)  # type: ignore[arg-type]
     return page_of(rows, limit, key=lambda note: (note.created_at, note.id), scope=CURSOR_SCOPE)
 

@@ -21,6 +21,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+from pydantic import AwareDatetime
 from sqlalchemy import (
     ColumnElement,
     Integer,
@@ -59,7 +60,7 @@ SORT_KEYS: dict[str, ColumnElement[Any]] = {
     "lifetime_value": Customer.lifetime_value,
 }
 SORT_TYPES: dict[str, type] = {
-    "created_at": datetime,
+    "created_at": AwareDatetime,  # a cursor carrying a naive time is refused (422), never sent to SQL
     "full_name": str,
     "last_order_date": date,
     "lifetime_value": Decimal,

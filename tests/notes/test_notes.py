@@ -182,3 +182,19 @@ async def test_concurrent_notes_all_land(client, world):
     assert all(r.status_code == 201 for r in responses)
     listed = await client.get(_notes_url(customer), params={"limit": 100}, headers=world.admin.headers)
     assert len(listed.json()["items"]) == 5
+
+
+async def test_a_forged_cursor_with_a_naive_time_is_refused(client, world):
+    import base64
+
+    import orjson
+
+    customer = await world.create_customer(client)
+    forged = base64.urlsafe_b64encode(
+        orjson.dumps({"s": "notes:v1", "k": ["2026-01-01T00:00:00", "00000000-0000-0000-0000-000000000000"]})
+    ).decode()
+    response = await client.get(
+        f"/customers/{customer['id']}/notes", params={"cursor": forged}, headers=world.admin.headers
+    )
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["loc"] == ["query", "cursor"]
