@@ -16,9 +16,9 @@ from bee_customers_service.avatars.storage import storage_from_settings
 from bee_customers_service.core.config import Settings, get_settings
 from bee_customers_service.core.db import Database, resolve_database_url
 from bee_customers_service.core.errors import install_error_handlers
-from bee_customers_service.core.middleware import BodyLimitMiddleware, CorrelationIdMiddleware, RequestLogMiddleware
+from bee_customers_service.core.middleware import RequestMiddleware
 from bee_customers_service.core.observability import configure_logging, install_metrics
-from bee_customers_service.core.ratelimit import IpRateLimitMiddleware, RateLimiter
+from bee_customers_service.core.ratelimit import RateLimiter
 from bee_customers_service.core.security import TokenVerifier
 from bee_customers_service.customers.router import router as customers_router
 from bee_customers_service.events.relay import events_readiness, relay_component
@@ -76,11 +76,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.avatar_storage = storage_from_settings(settings)
 
     install_error_handlers(app)
-    install_metrics(app, settings)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_body_bytes)
-    app.add_middleware(IpRateLimitMiddleware)
-    app.add_middleware(RequestLogMiddleware)
-    app.add_middleware(CorrelationIdMiddleware)  # added last = outermost: ids exist for everything
+    request_metrics = install_metrics(app, settings)
+    app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_request_body_bytes, metrics=request_metrics)
 
     app.include_router(health.router)
     app.include_router(customers_router)

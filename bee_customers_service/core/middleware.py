@@ -1,13 +1,29 @@
-"""Pure ASGI middlewares: correlation ids and the request body limit.
+"""The one ASGI middleware around every request: ids, per-IP guard, body limit, log line, metrics.
 
-Written as raw ASGI (not BaseHTTPMiddleware) so they add no task or buffering per request.
+One layer instead of five: each ASGI layer costs a coroutine frame and a `send` wrapper per
+request, and the Prometheus instrumentator's middleware alone built a Request, a Response and
+walked every route to find the template again (bench/README.md, issue 10 profile). Written as raw
+ASGI (not BaseHTTPMiddleware), so it adds no task and no buffering.
+
+In request order:
+1. correlation ids: `X-Trace-Id` / `X-Request-Id` read (generated when absent or unsafe), kept in
+   context variables for logs, errors and outbox events, echoed on the response; the client's
+   address and user agent are kept for audit lines (the address is the one uvicorn resolved: it
+   applies X-Forwarded-For only from `BEE_TRUSTED_PROXIES`);
+2. the global per-IP guard (`BEE_IP_RATE_LIMIT`), before any routing or body parsing; probes and
+   scrapes are never throttled;
+3. the body limit (`BEE_MAX_REQUEST_BODY_BYTES`): a declared Content-Length over it is refused up
+   front, a chunked body is counted as it streams and cut off at the limit, never read into memory;
+4. after the response: one log line (method, route template, status, duration_ms) and the
+   request metrics, both by route template (`/customers/{customer_id}`), never the raw path, so
+   ids stay out of logs and label sets.
 """
 
 import time
 
 import structlog
 from fastapi import HTTPException
-from starlette.datastructures import Headers, MutableHeaders
+from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bee_customers_service.core.context import (
@@ -18,82 +34,13 @@ from bee_customers_service.core.context import (
     user_agent_var,
 )
 from bee_customers_service.core.errors import problem
+from bee_customers_service.core.observability import RequestMetrics
+from bee_customers_service.core.ratelimit import RateLimited
 
 request_log = structlog.get_logger("bee_customers_service.request")
 
-
-class CorrelationIdMiddleware:
-    """Reads `X-Trace-Id` / `X-Request-Id` (generated when absent) and echoes them back.
-
-    Also remembers the client's address and user agent for audit lines. The address is the one
-    the server resolved (uvicorn applies X-Forwarded-For only from `BEE_TRUSTED_PROXIES`).
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = Headers(scope=scope)
-        trace_id = sanitize_id(headers.get("x-trace-id"))
-        request_id = sanitize_id(headers.get("x-request-id"))
-        trace_token = trace_id_var.set(trace_id)
-        request_token = request_id_var.set(request_id)
-        client = scope.get("client")
-        ip_token = client_ip_var.set(client[0] if client else None)
-        agent_token = user_agent_var.set((headers.get("user-agent") or "")[:256] or None)
-
-        async def send_with_ids(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                response_headers = MutableHeaders(scope=message)
-                response_headers["X-Trace-Id"] = trace_id
-                response_headers["X-Request-Id"] = request_id
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_ids)
-        finally:
-            trace_id_var.reset(trace_token)
-            request_id_var.reset(request_token)
-            client_ip_var.reset(ip_token)
-            user_agent_var.reset(agent_token)
-
-
-class RequestLogMiddleware:
-    """One structured line per request: method, route template, status, duration_ms.
-
-    The route template (`/customers/{customer_id}`), never the raw path, so ids stay out of logs.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_with_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_status)
-        finally:
-            route = scope.get("route")
-            request_log.info(
-                "request",
-                method=scope["method"],
-                route=getattr(route, "path", None) or "unmatched",
-                status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
-            )
+# Probes and scrapes are never throttled: an orchestrator must always see the truth.
+UNLIMITED_PATHS = frozenset({"/healthcheck", "/readyz", "/metrics"})
 
 
 class _BodyTooLarge(HTTPException):
@@ -104,59 +51,127 @@ class _BodyTooLarge(HTTPException):
         super().__init__(status_code=413, detail=f"The request body exceeds {max_bytes} bytes.")
 
 
-class BodyLimitMiddleware:
-    """Refuses request bodies over `max_bytes` with 413, without reading them into memory.
-
-    A declared Content-Length is refused up front; a chunked body is counted as it streams and
-    cut off at the limit.
-    """
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+class RequestMiddleware:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, metrics: RequestMetrics) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.max_body_bytes = max_body_bytes
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = Headers(scope=scope).get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(scope, receive, send)
-            return
-
-        received = 0
+        started = time.perf_counter()
+        # One pass over the raw headers instead of a Headers object per concern.
+        trace_header = request_header = agent = content_length = transfer_encoding = None
+        for name, value in scope["headers"]:
+            if name == b"x-trace-id":
+                trace_header = value.decode("latin-1")
+            elif name == b"x-request-id":
+                request_header = value.decode("latin-1")
+            elif name == b"user-agent":
+                agent = value.decode("latin-1")[:256] or None
+            elif name == b"content-length":
+                content_length = value
+            elif name == b"transfer-encoding":
+                transfer_encoding = value
+        trace_id = sanitize_id(trace_header)
+        request_id = sanitize_id(request_header)
+        client = scope.get("client")
+        tokens = (
+            trace_id_var.set(trace_id),
+            request_id_var.set(request_id),
+            client_ip_var.set(client[0] if client else None),
+            user_agent_var.set(agent),
+        )
+        ids = [(b"x-trace-id", trace_id.encode()), (b"x-request-id", request_id.encode())]
+        status = 500
         response_started = False
+
+        async def send_with_ids(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                response_started = True
+                message["headers"] = [*message.get("headers", ()), *ids]
+            await send(message)
+
+        try:
+            refusal = await self._ip_guard(scope, client)
+            if refusal is None and content_length is not None and content_length.isdigit():
+                refusal = self._too_large(scope) if int(content_length) > self.max_body_bytes else None
+            if refusal is not None:
+                await refusal(scope, receive, send_with_ids)
+                return
+            # Without Content-Length the body (if any) is chunked: count it as it arrives. With
+            # one, the server never hands over more than it declared, and it was checked above.
+            if content_length is None and transfer_encoding is not None:
+                receive = self._counting(receive)
+            try:
+                await self.app(scope, receive, send_with_ids)
+            except _BodyTooLarge:
+                if not response_started:
+                    await self._too_large(scope)(scope, receive, send_with_ids)
+        finally:
+            self._record(scope, status, time.perf_counter() - started)
+            for var, token in zip((trace_id_var, request_id_var, client_ip_var, user_agent_var), tokens, strict=True):
+                var.reset(token)
+
+    def _record(self, scope: Scope, status: int, seconds: float) -> None:
+        route = getattr(scope.get("route"), "path", None)
+        request_log.info(
+            "request",
+            method=scope["method"],
+            route=route or "unmatched",
+            status=status,
+            duration_ms=round(seconds * 1000, 2),
+        )
+        if route is not None:
+            self.metrics.observe(route, scope["method"], status, seconds)
+
+    async def _ip_guard(self, scope: Scope, client: tuple[str, int] | None) -> JSONResponse | None:
+        state = scope["app"].state
+        limit = state.settings.ip_rate_limit
+        if limit is None or client is None or scope["path"] in UNLIMITED_PATHS or not state.rate_limiter.enabled:
+            return None
+        try:
+            await state.rate_limiter.hit("ip", limit, client[0])
+        except RateLimited as refused:
+            return problem(
+                None,
+                status=refused.status,
+                title=refused.title,
+                type_slug=refused.type_slug,
+                detail=refused.detail,
+                headers=refused.headers,
+                instance=scope["path"],
+                **refused.extra,
+            )
+        return None
+
+    def _counting(self, receive: Receive) -> Receive:
+        received = 0
 
         async def counting_receive() -> Message:
             nonlocal received
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise _BodyTooLarge(self.max_bytes)
+                if received > self.max_body_bytes:
+                    raise _BodyTooLarge(self.max_body_bytes)
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal response_started
-            if message["type"] == "http.response.start":
-                response_started = True
-            await send(message)
+        return counting_receive
 
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except _BodyTooLarge:
-            if not response_started:
-                await self._refuse(scope, receive, send)
-
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def _too_large(self, scope: Scope) -> JSONResponse:
         response = problem(
             None,
             status=413,
             title="Payload too large",
             type_slug="payload-too-large",
-            detail=f"The request body exceeds {self.max_bytes} bytes.",
+            detail=f"The request body exceeds {self.max_body_bytes} bytes.",
             instance=scope.get("path"),
         )
         # The client may still be sending; tell it we are done with this connection.
         response.headers["Connection"] = "close"
-        await response(scope, receive, send)
+        return response

@@ -7,8 +7,7 @@ from typing import Any
 
 import structlog
 from fastapi import FastAPI, Request
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
-from prometheus_fastapi_instrumentator import Instrumentator, metrics
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from starlette.responses import Response
 
 from bee_customers_service.core.config import Settings
@@ -61,31 +60,58 @@ def configure_logging(settings: Settings) -> None:
     logging.getLogger("uvicorn.access").disabled = True
 
 
-def install_metrics(app: FastAPI, settings: Settings) -> None:
-    """`GET /metrics` (Prometheus) and the per-route latency histogram `api_response_duration`.
+class RequestMetrics:
+    """`api_response_duration` (seconds, by route template and method) and `api_requests_total`
+    (by route template, method and status), recorded by the request middleware.
 
-    Request metrics are labelled by route template and method (never the raw path, so customer
-    ids cannot explode the label set). When `BEE_METRICS_TOKEN` is set, scrapers must send it as a
-    bearer token; the endpoint is left out of the public OpenAPI document either way.
+    Labelled by route template, never the raw path, so customer ids cannot explode the label set;
+    requests that matched no route are not recorded. The labelled children are looked up once per
+    (route, method[, status]) and kept: `.labels()` takes a lock and builds a tuple every call.
     """
-    registry = CollectorRegistry()
-    instrumentator = Instrumentator(
-        should_group_status_codes=False,
-        should_ignore_untemplated=True,
-        excluded_handlers=["/metrics"],
-        registry=registry,
-    )
-    instrumentator.add(
-        metrics.latency(
-            metric_name="api_response_duration",
-            metric_doc="Time to answer an API request, by route template and method, in seconds.",
-            should_include_status=False,
-            buckets=(0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+
+    BUCKETS = (0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+    UNRECORDED = frozenset({"/metrics"})
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._latency = Histogram(
+            "api_response_duration",
+            "Time to answer an API request, by route template and method, in seconds.",
+            ("handler", "method"),
+            buckets=self.BUCKETS,
             registry=registry,
         )
-    )
-    instrumentator.add(metrics.requests(metric_name="api_requests_total", registry=registry))
-    instrumentator.instrument(app)
+        self._requests = Counter(
+            "api_requests_total",
+            "API requests by route template, method and status.",
+            ("handler", "method", "status"),
+            registry=registry,
+        )
+        self._latency_children: dict[tuple[str, str], Any] = {}
+        self._request_children: dict[tuple[str, str, int], Any] = {}
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        if route in self.UNRECORDED:
+            return
+        latency = self._latency_children.get((route, method))
+        if latency is None:
+            latency = self._latency_children[(route, method)] = self._latency.labels(route, method)
+        requests = self._request_children.get((route, method, status))
+        if requests is None:
+            requests = self._request_children[(route, method, status)] = self._requests.labels(
+                route, method, str(status)
+            )
+        latency.observe(seconds)
+        requests.inc()
+
+
+def install_metrics(app: FastAPI, settings: Settings) -> RequestMetrics:
+    """`GET /metrics` (Prometheus): the process-wide counters plus this app's request metrics.
+
+    When `BEE_METRICS_TOKEN` is set, scrapers must send it as a bearer token; the endpoint is left
+    out of the public OpenAPI document either way. Returns the request metrics for the middleware.
+    """
+    registry = CollectorRegistry()  # per app: tests build many apps in one process
+    request_metrics = RequestMetrics(registry)
     token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
 
     @app.get("/metrics", include_in_schema=False)
@@ -97,3 +123,5 @@ def install_metrics(app: FastAPI, settings: Settings) -> None:
         for refresh in request.app.state.metrics_refreshers:
             await refresh()
         return Response(render(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return request_metrics

@@ -10,7 +10,7 @@ One `RateLimiter` per app (`app.state.rate_limiter`). Reuse it for any limit:
 
     # per object, as a dependency declared AFTER the one that authorizes the caller
     Depends(rate_limit("customer-patch", lambda s: s.patch_rate_limit, key=path_param("customer_id")))
-    # a global per-IP guard (middleware or dependency)
+    # a global per-IP guard (core/middleware.py does this for BEE_IP_RATE_LIMIT)
     await request.app.state.rate_limiter.hit("ip", "300/minute", client_ip(request))
 
 Limits use the moving-window strategy (no burst of 2x the limit at a window boundary).
@@ -30,10 +30,9 @@ from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
 from limits.storage import storage_from_string
 from slowapi.util import get_remote_address
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bee_customers_service.core.config import Settings
-from bee_customers_service.core.errors import DomainError, problem
+from bee_customers_service.core.errors import DomainError
 from bee_customers_service.core.metrics import RATE_LIMITED
 
 log = structlog.get_logger(__name__)
@@ -134,37 +133,3 @@ def rate_limit(
         await limiter.hit(scope, limit(request.app.state.settings), key(request))
 
     return dependency
-
-
-# Probes and scrapes are never throttled: an orchestrator must always see the truth.
-UNLIMITED_PATHS = frozenset({"/healthcheck", "/readyz", "/metrics"})
-
-
-class IpRateLimitMiddleware:
-    """The global per-IP guard (`BEE_IP_RATE_LIMIT`), before any routing or body parsing."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] not in UNLIMITED_PATHS:
-            state = scope["app"].state
-            limit = state.settings.ip_rate_limit
-            client = scope.get("client")
-            if limit is not None and client is not None:
-                try:
-                    await state.rate_limiter.hit("ip", limit, client[0])
-                except RateLimited as refused:
-                    response = problem(
-                        None,
-                        status=refused.status,
-                        title=refused.title,
-                        type_slug=refused.type_slug,
-                        detail=refused.detail,
-                        headers=refused.headers,
-                        instance=scope["path"],
-                        **refused.extra,
-                    )
-                    await response(scope, receive, send)
-                    return
-        await self.app(scope, receive, send)

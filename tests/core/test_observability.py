@@ -36,6 +36,28 @@ async def test_metrics_expose_every_named_metric(client, world):
     assert not re.search(r'handler="/customers/[0-9a-f]{8}-', text)
 
 
+async def test_request_metrics_count_by_route_method_and_status(client, world):
+    created = await world.create_customer(client)
+    missing = "/customers/00000000-0000-0000-0000-000000000000"
+    for _ in range(2):
+        await client.get(f"/customers/{created['id']}", headers=world.admin.headers)
+    await client.get(missing, headers=world.admin.headers)
+    await client.get("/no/such/route")
+    text = (await client.get("/metrics")).text
+
+    def requests(status: str) -> float:
+        pattern = (
+            rf'^api_requests_total{{handler="/customers/{{customer_id}}",method="GET",status="{status}"}} ([0-9.e+]+)$'
+        )
+        match = re.search(pattern, text, re.MULTILINE)
+        return float(match.group(1)) if match else 0.0
+
+    assert requests("200") >= 2 and requests("404") >= 1
+    assert re.search(r'^api_response_duration_count\{handler="/customers/\{customer_id\}",method="GET"\}', text, re.M)
+    # unmatched paths and the scrape itself are not recorded (no label per random path)
+    assert "/no/such/route" not in text and 'handler="/metrics"' not in text
+
+
 async def test_business_counters_move_with_committed_changes_only(client, world):
     before = metric_value((await client.get("/metrics")).text, "customers_created_total")
     created = await world.create_customer(client)
