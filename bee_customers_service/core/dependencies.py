@@ -6,13 +6,18 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bee_customers_service.core.config import Settings
-from bee_customers_service.core.db import get_session, get_transactional_session
+from bee_customers_service.core.db import Database, get_session, get_transactional_session
 from bee_customers_service.core.errors import UnsupportedMediaType
 from bee_customers_service.core.security import Principal, get_principal
 
 
-def get_app_settings(request: Request) -> Settings:
+# async: FastAPI runs a plain `def` dependency in a worker thread, a thread hop per request.
+async def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings
+
+
+async def get_database(request: Request) -> Database:
+    return request.app.state.database
 
 
 async def require_json(request: Request) -> None:
@@ -25,4 +30,5 @@ async def require_json(request: Request) -> None:
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 TransactionalSessionDep = Annotated[AsyncSession, Depends(get_transactional_session)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+DatabaseDep = Annotated[Database, Depends(get_database)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

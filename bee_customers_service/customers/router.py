@@ -1,11 +1,12 @@
 """HTTP surface of the customer profile: parse, authorize, call the service, shape the response."""
 
+import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Request
 from starlette.responses import Response
 
-from bee_customers_service.core.dependencies import SessionDep, SettingsDep, require_json
+from bee_customers_service.core.dependencies import DatabaseDep, SessionDep, SettingsDep, require_json
 from bee_customers_service.core.errors import PreconditionFailed
 from bee_customers_service.core.ratelimit import RateLimiter
 from bee_customers_service.core.responses import etag, json_response, parse_if_match
@@ -42,12 +43,12 @@ async def create_customer(
 
 @router.get("/{customer_id}", response_model=CustomerView, responses=_views, summary="Read a profile")
 async def get_customer(
-    customer: SelfOrAdminCustomer,
-    session: SessionDep,
+    customer_id: uuid.UUID,
+    database: DatabaseDep,
     principal: Annotated[Principal, Depends(require_customer_or_admin_role)],
 ) -> Response:
-    view = await service.view_for(session, customer, principal)
-    return json_response(view, headers={"ETag": etag(customer.version)})
+    view = await service.read_view(database, customer_id, principal)
+    return json_response(view, headers={"ETag": etag(view.version)})
 
 
 async def _patch_rate_limits(

@@ -6,8 +6,9 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bee_customers_service.core.config import Settings
+from bee_customers_service.core.db import Database
 from bee_customers_service.core.errors import Conflict, CustomerNotFound, InvalidInput, PreconditionFailed
-from bee_customers_service.core.security import Principal
+from bee_customers_service.core.security import Principal, require_self_or_admin
 from bee_customers_service.customers import repository
 from bee_customers_service.customers.models import Customer
 from bee_customers_service.customers.phones import normalise_phone
@@ -203,6 +204,13 @@ def render_view(customer: Customer, extras: AdminExtras | None) -> CustomerView:
     )
 
 
-async def view_for(session: AsyncSession, customer: Customer, principal: Principal) -> CustomerView:
-    """The profile as this caller may see it."""
-    return render_view(customer, await admin_extras_for(session, customer, principal))
+async def read_view(database: Database, customer_id: uuid.UUID, principal: Principal) -> CustomerView:
+    """The profile as this caller may see it (the customer's own view, or an admin's with tags
+    and note count), in one statement; 404 for anyone else."""
+    row = await repository.read_profile(database, customer_id, with_admin_extras=principal.is_admin)
+    if row is None:
+        raise CustomerNotFound(customer_id)
+    view_type = AdminCustomerView if principal.is_admin_of(row["business_id"]) else CustomerView
+    view = view_type.model_validate(row)
+    require_self_or_admin(principal, view, not_found=CustomerNotFound(customer_id))
+    return view

@@ -50,6 +50,10 @@ class OutboxEvent(Base):
     )
 
 
+# Built once, on the table (a plain Core INSERT: no ORM bulk-insert bookkeeping per event).
+_INSERT = insert(OutboxEvent.__table__)
+
+
 def build_event(
     event_name: str,
     *,
@@ -99,13 +103,14 @@ async def enqueue(
     """Add an event to the outbox inside the caller's transaction; returns the event body."""
     body = build_event(event_name, business_id=business_id, fields=fields)
     await session.execute(
-        insert(OutboxEvent).values(
-            event_id=uuid.UUID(body["event_id"]),
-            event_name=event_name,
-            business_id=business_id,
-            customer_id=customer_id,
-            payload=body,
-        )
+        _INSERT,
+        {
+            "event_id": uuid.UUID(body["event_id"]),
+            "event_name": event_name,
+            "business_id": business_id,
+            "customer_id": customer_id,
+            "payload": body,
+        },
     )
     committed.remember(session.sync_session, body)
     return body
