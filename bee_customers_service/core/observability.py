@@ -5,6 +5,7 @@ import logging
 import sys
 from typing import Any
 
+import orjson
 import structlog
 from fastapi import FastAPI, Request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
@@ -20,6 +21,11 @@ def _add_correlation_ids(_logger: Any, _method: str, event_dict: dict[str, Any])
     event_dict.setdefault("trace_id", current_trace_id())
     event_dict.setdefault("request_id", current_request_id())
     return event_dict
+
+
+def _orjson_dumps(value: Any, **kwargs: Any) -> str:
+    """structlog's serializer: orjson (several times faster than json.dumps on every request's line)."""
+    return orjson.dumps(value, default=kwargs.get("default"), option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def configure_logging(settings: Settings) -> None:
@@ -38,7 +44,11 @@ def configure_logging(settings: Settings) -> None:
         _add_correlation_ids,
     ]
     structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info, structlog.processors.JSONRenderer()],
+        processors=[
+            *shared,
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(serializer=_orjson_dumps),
+        ],
         logger_factory=structlog.PrintLoggerFactory(),  # resolves sys.stdout per logger, not at import
         cache_logger_on_first_use=False,
     )
