@@ -1,7 +1,10 @@
 """Benchmark: the activity consumer applying upstream events into a fresh database.
 
-    .venv/bin/python bench/activity.py [--events 100000] [--customers 10000]
-                                       [--prefetch 400] [--concurrency 4] [--batch-size 100]
+    .venv/bin/python bench/activity.py [--mode backlog|live] [--events 100000] [--customers 10000]
+                                       [--prefetch N] [--concurrency N] [--batch-size N]
+
+Consumer settings left out take the service's defaults (core/config.py: prefetch 1000,
+concurrency 1, batches of 500, linger 50 ms).
 
 What it does:
 1. creates a fresh database on BEE_BENCH_DATABASE_URL's server (default
