@@ -5,7 +5,7 @@ from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import JSON, Update, bindparam, func, select, text, update
-from sqlalchemy.dialects.postgresql import aggregate_order_by, insert
+from sqlalchemy.dialects.postgresql import Insert, aggregate_order_by, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import with_expression
 
@@ -86,10 +86,20 @@ async def insert_if_absent(session: AsyncSession, values: dict[str, Any]) -> Cus
     ON CONFLICT DO NOTHING lets the unique constraint arbitrate racing creates: the loser waits for
     the winner's commit and gets no row back, never an exception mid-transaction.
     """
-    statement = (
-        insert(Customer).values(**values).on_conflict_do_nothing(constraint="uq_user_per_business").returning(Customer)
+    statement = _insert_statement(tuple(sorted(values)))
+    params = {f"new_{name}": value for name, value in values.items()}
+    return (await session.execute(statement, params)).scalar_one_or_none()
+
+
+@lru_cache(maxsize=16)
+def _insert_statement(fields: tuple[str, ...]) -> Insert:
+    """Prebuilt per set of columns (always the same set in practice), like `_update_statement`."""
+    return (
+        insert(Customer)
+        .values({name: bindparam(f"new_{name}") for name in fields})
+        .on_conflict_do_nothing(constraint="uq_user_per_business")
+        .returning(Customer)
     )
-    return (await session.execute(statement)).scalar_one_or_none()
 
 
 async def update_if_version(

@@ -4,7 +4,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,33 +21,45 @@ async def list_for_customer(session: AsyncSession, customer_id: uuid.UUID) -> Se
     return (await session.execute(statement)).scalars().all()
 
 
+# The statements of a tag add, built once (building them per request cost more than running them).
+_LOCK_CUSTOMER = select(Customer.id).where(Customer.id == bindparam("customer_id")).with_for_update(key_share=True)
+_COUNT = select(func.count()).select_from(CustomerTag).where(CustomerTag.customer_id == bindparam("customer_id"))
+_TAG_COLUMNS = ("id", "customer_id", "business_id", "label", "color", "created_by")
+_INSERT_IF_ABSENT = (
+    insert(CustomerTag)
+    .values(
+        {
+            **{name: bindparam(f"new_{name}") for name in _TAG_COLUMNS},
+            # Not now(): tags added by one request keep the order they were sent in.
+            "created_at": func.clock_timestamp(),
+        }
+    )
+    .on_conflict_do_nothing(index_elements=[CustomerTag.customer_id, CustomerTag.label_key])
+    .returning(CustomerTag)
+)
+
+
 async def lock_customer(session: AsyncSession, customer_id: uuid.UUID) -> bool:
     """Serialise tag writers of one customer: FOR NO KEY UPDATE on its row (False if it is gone).
 
     NO KEY UPDATE does not block the FK checks (KEY SHARE) of other tables' inserts.
     """
-    statement = select(Customer.id).where(Customer.id == customer_id).with_for_update(key_share=True)
-    return (await session.execute(statement)).scalar_one_or_none() is not None
+    return (await session.execute(_LOCK_CUSTOMER, {"customer_id": customer_id})).scalar_one_or_none() is not None
 
 
 async def count_for_customer(session: AsyncSession, customer_id: uuid.UUID) -> int:
-    statement = select(func.count()).select_from(CustomerTag).where(CustomerTag.customer_id == customer_id)
-    return (await session.execute(statement)).scalar_one()
+    return (await session.execute(_COUNT, {"customer_id": customer_id})).scalar_one()
 
 
 async def insert_if_absent(session: AsyncSession, values: dict[str, Any]) -> CustomerTag | None:
-    """Insert a tag; None when the customer already has it (same label ignoring case and spaces).
+    """Insert a tag (`_TAG_COLUMNS`); None when the customer already has it (same label ignoring
+    case and spaces).
 
     The unique index on (customer_id, label_key) arbitrates: a racing duplicate waits for the
     winner's commit and then gets no row back, never an exception mid-transaction.
     """
-    statement = (
-        insert(CustomerTag)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=[CustomerTag.customer_id, CustomerTag.label_key])
-        .returning(CustomerTag)
-    )
-    return (await session.execute(statement)).scalar_one_or_none()
+    params = {f"new_{name}": values[name] for name in _TAG_COLUMNS}
+    return (await session.execute(_INSERT_IF_ABSENT, params)).scalar_one_or_none()
 
 
 async def existing_labels(session: AsyncSession, customer_id: uuid.UUID, labels: Sequence[str]) -> list[str]:

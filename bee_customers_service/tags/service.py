@@ -2,7 +2,6 @@
 
 import uuid
 
-from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bee_customers_service.core.errors import Conflict, CustomerNotFound, InvalidInput, NotFound
@@ -59,8 +58,6 @@ async def add_tags(
                 "label": label,
                 "color": data.color.upper() if data.color else None,
                 "created_by": actor.user_id,
-                # Not now(): tags added by one request keep the order they were sent in.
-                "created_at": func.clock_timestamp(),
             },
         )
         if tag is None:
