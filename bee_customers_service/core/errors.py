@@ -122,7 +122,8 @@ def _jsonable_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     ]
 
 
-async def _domain_error_handler(request: Request, exc: DomainError) -> JSONResponse:
+def domain_problem(exc: DomainError, request: Request | None, **extra: Any) -> JSONResponse:
+    """The problem document of a DomainError (its status, title, detail, headers and extras)."""
     return problem(
         request,
         status=exc.status,
@@ -131,7 +132,12 @@ async def _domain_error_handler(request: Request, exc: DomainError) -> JSONRespo
         type_slug=exc.type_slug,
         headers=exc.headers or None,
         **exc.extra,
+        **extra,
     )
+
+
+async def _domain_error_handler(request: Request, exc: DomainError) -> JSONResponse:
+    return domain_problem(exc, request)
 
 
 async def _validation_error_handler(request: Request, exc: RequestValidationError) -> JSONResponse:

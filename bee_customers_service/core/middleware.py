@@ -33,7 +33,7 @@ from bee_customers_service.core.context import (
     trace_id_var,
     user_agent_var,
 )
-from bee_customers_service.core.errors import problem
+from bee_customers_service.core.errors import domain_problem, problem
 from bee_customers_service.core.observability import RequestMetrics
 from bee_customers_service.core.ratelimit import RateLimited
 
@@ -137,16 +137,7 @@ class RequestMiddleware:
         try:
             await state.rate_limiter.hit("ip", limit, client[0])
         except RateLimited as refused:
-            return problem(
-                None,
-                status=refused.status,
-                title=refused.title,
-                type_slug=refused.type_slug,
-                detail=refused.detail,
-                headers=refused.headers,
-                instance=scope["path"],
-                **refused.extra,
-            )
+            return domain_problem(refused, None, instance=scope["path"])
         return None
 
     def _counting(self, receive: Receive) -> Receive:

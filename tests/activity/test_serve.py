@@ -21,6 +21,13 @@ from tests.services import RABBITMQ_URL, require_service
 ROOT = Path(__file__).resolve().parent.parent.parent
 
 
+async def _wait_for_total_orders(http, world, customer, expected: int, deadline: float) -> None:
+    path = f"/customers/{customer['id']}/stats"
+    while (await http.get(path, headers=world.admin.headers)).json()["total_orders"] != expected:
+        assert time.monotonic() < deadline, "the event was not applied"
+        await asyncio.sleep(0.05)
+
+
 async def test_the_app_runs_the_consumer_when_enabled(database_url, world, client):
     require_service("RabbitMQ", RABBITMQ_URL, 5672)
     settings = activity_settings_for(database_url)
@@ -40,11 +47,7 @@ async def test_the_app_runs_the_consumer_when_enabled(database_url, world, clien
                 key, body = order_completed(customer, total="33.00", event_id=uuid.uuid4())
                 await exchange.publish(aio_pika.Message(json.dumps(body).encode()), routing_key=key)
 
-            while (await served.get(f"/customers/{customer['id']}/stats", headers=world.admin.headers)).json()[
-                "total_orders"
-            ] != 1:
-                assert time.monotonic() < deadline, "the event was not applied"
-                await asyncio.sleep(0.05)
+            await _wait_for_total_orders(served, world, customer, 1, deadline)
             ready = (await served.get("/readyz")).json()
             assert ready["checks"]["activity_consumer"]["applied"] == 1
     finally:
@@ -124,11 +127,7 @@ async def test_the_consume_command_applies_events_and_stops_cleanly_on_sigterm(d
             key, body = order_completed(customer, total="12.50", event_id=uuid.uuid4())
             await exchange.publish(aio_pika.Message(json.dumps(body).encode()), routing_key=key)
 
-        while (await client.get(f"/customers/{customer['id']}/stats", headers=world.admin.headers)).json()[
-            "total_orders"
-        ] != 1:
-            assert time.monotonic() < deadline, "the event was not applied"
-            await asyncio.sleep(0.05)
+        await _wait_for_total_orders(client, world, customer, 1, deadline)
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), 30) == 0
     finally:
