@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 ORDER_COMPLETED = "v1.order.completed"
 ORDER_RETURNED = "v1.order.returned"
@@ -33,6 +33,15 @@ Amount = Annotated[Decimal, Field(ge=0, max_digits=12, decimal_places=2)]
 Currency = Annotated[str, StringConstraints(strip_whitespace=True, to_upper=True, pattern=r"^[A-Za-z]{3}$")]
 
 
+def _to_utc(value: datetime) -> datetime:
+    # Naive timestamps are read as UTC; aware ones are converted to UTC.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# On the timestamp fields only: a validator on every field ran Python code for each of them.
+UtcDatetime = Annotated[datetime, AfterValidator(_to_utc)]
+
+
 class CustomerSnapshot(BaseModel):
     """Who the customer is, as the upstream service knows them (used to create a missing profile)."""
 
@@ -50,43 +59,35 @@ class _Upstream(BaseModel):
     event_id: uuid.UUID
     user_id: uuid.UUID
     business_id: uuid.UUID
-    occurred_at: datetime | None = None
+    occurred_at: UtcDatetime | None = None
     customer: CustomerSnapshot | None = None
-
-    @field_validator("*", mode="after")
-    @classmethod
-    def _utc(cls, value: Any) -> Any:
-        # Naive timestamps are read as UTC; aware ones are converted to UTC.
-        if isinstance(value, datetime):
-            return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-        return value
 
 
 class OrderCompleted(_Upstream):
     order_id: ExternalId
     total: Amount
     currency: Currency
-    completed_at: datetime
+    completed_at: UtcDatetime
 
 
 class OrderReturned(_Upstream):
     order_id: ExternalId
     amount: Amount
-    returned_at: datetime
+    returned_at: UtcDatetime
 
 
 class OrderCancelled(_Upstream):
     order_id: ExternalId
-    cancelled_at: datetime | None = None
+    cancelled_at: UtcDatetime | None = None
 
 
 class AppointmentEvent(_Upstream):
     appointment_id: ExternalId
-    starts_at: datetime
-    booked_at: datetime | None = None
-    completed_at: datetime | None = None
-    cancelled_at: datetime | None = None
-    no_show_at: datetime | None = None
+    starts_at: UtcDatetime
+    booked_at: UtcDatetime | None = None
+    completed_at: UtcDatetime | None = None
+    cancelled_at: UtcDatetime | None = None
+    no_show_at: UtcDatetime | None = None
 
 
 MODELS: dict[str, type[_Upstream]] = {

@@ -88,6 +88,10 @@ def test_parse_reads_naive_times_as_utc_and_refuses_what_it_cannot_read():
     parsed = parse("v1.order.completed", body)
     assert isinstance(parsed, Change)
     assert (parsed.external_id, parsed.amount, parsed.currency, parsed.at) == ("A-1", Decimal("12.5"), "RON", T0)
+    assert parsed.at.tzinfo is UTC
+    # an aware time in another zone is the same instant, kept in UTC
+    shifted = parse("v1.order.completed", body.replace(b"2031-01-10T12:00:00", b"2031-01-10T14:00:00+02:00"))
+    assert isinstance(shifted, Change) and shifted.at == T0 and shifted.at.tzinfo is UTC
 
     assert parse("v1.order.shipped", body) == Rejected("unsupported routing key 'v1.order.shipped'")
     assert parse("v1.order.completed", b"\xff\xfe") == Rejected("malformed JSON")
