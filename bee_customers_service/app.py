@@ -1,5 +1,6 @@
 """Application factory: `create_app(settings)` wires config, database, auth, errors and routers."""
 
+import gc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -59,7 +60,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             stack.push_async_callback(app.state.rate_limiter.close)
             for factory in _background_components(settings):
                 await stack.enter_async_context(factory(app))
-            yield
+            # Everything built so far (modules, models, routes, the pool) lives as long as the
+            # process: move it out of the collector's reach. A full collection over it cost ~70 ms
+            # of stopped worker per run, a latency spike for every request in flight.
+            gc.collect()
+            gc.freeze()
+            try:
+                yield
+            finally:
+                gc.unfreeze()  # a process that builds several apps (the tests) can free this one
 
     app = FastAPI(
         title="bee_customers_service",

@@ -26,3 +26,16 @@ async def test_readyz_is_503_when_database_does_not_answer():
     assert ready.status_code == 503
     assert ready.json()["checks"]["database"]["status"] == "down"
     assert alive.status_code == 200  # liveness does no I/O: a database outage must not restart pods
+
+
+async def test_a_started_app_keeps_its_start_up_objects_out_of_the_collector(database_url):
+    """gc.freeze() after start-up: a full collection no longer walks the app's long-lived objects."""
+    import gc
+
+    from bee_customers_service.app import create_app
+    from tests.conftest import make_settings, running_app
+
+    app = create_app(make_settings(database_url))
+    async with running_app(app):
+        assert gc.get_freeze_count() > 0
+    assert gc.get_freeze_count() == 0
