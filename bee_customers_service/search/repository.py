@@ -46,6 +46,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bee_customers_service.customers.models import Customer
+from bee_customers_service.search.models import CustomerNameWord
 from bee_customers_service.tags.models import CustomerTag
 
 # A customer who never ordered sorts as if their last order were on 1900-01-01 (last when newest
@@ -74,6 +75,9 @@ TYPO_TIER = 300
 # is "almost" thousands of names at a million customers. Below the cap the order is exact.
 TYPO_CANDIDATES = 100
 WORD_SIMILARITY_THRESHOLD = 0.5  # pg_trgm's default 0.6 misses a dropped letter in a 7-letter name
+# A one-word typo query is compared with the business's distinct name words (customer_name_words);
+# at most this many similar words, most similar first, are resolved to customers.
+SIMILAR_WORDS = 50
 _SESSION_SETTINGS = text(
     "SELECT set_config('plan_cache_mode', 'force_custom_plan', true),"
     f" set_config('pg_trgm.word_similarity_threshold', '{WORD_SIMILARITY_THRESHOLD}', true)"
@@ -196,13 +200,18 @@ def _tiers(query: TextQuery) -> list[tuple[int, ColumnElement[bool]]]:
     return tiers
 
 
-def _match(query: TextQuery) -> ColumnElement[bool]:
+def _match(query: TextQuery, business_id: uuid.UUID) -> ColumnElement[bool]:
     """Rows in any tier, written with as few index scans as possible: the substring conditions
     already contain the equal / prefix / word-prefix ones (which only rank)."""
     tiers = dict((rank, condition) for rank, condition in reversed(_tiers(query)))
     if query.phone_digits is not None or "@" in query.raw:
         return tiers[900]
     wanted = [tiers[700]] + [tiers[rank] for rank in (500, TYPO_TIER) if rank in tiers]
+    if TYPO_TIER in tiers and _one_word(query):
+        # The same almost-matches as the typo phase's: a first, second or last word among the similar ones.
+        similar = select(_similar_words(query, business_id).c.word).scalar_subquery()
+        first, second, last = _NAME_SLOTS
+        wanted[-1] = or_(first.in_(similar), second.in_(similar), and_(_LAST_WORD_INDEXED, last.in_(similar)))
     return or_(*wanted)
 
 
@@ -233,6 +242,7 @@ class _Phase:
     branches: tuple[ColumnElement[bool], ...]
     rank: ColumnElement[int]
     cap: int | None = None
+    by_words: bool = False  # the typo phase of a one-word query: `_typo_words_statement`
 
 
 def _phases(query: TextQuery) -> list[_Phase]:
@@ -272,8 +282,104 @@ def _phases(query: TextQuery) -> list[_Phase]:
         phases.append(_Phase(500, 500, (and_(terms.email_substring, ~seen, ~terms.email_prefix),), literal(500)))
         seen = or_(seen, terms.email_substring)
     if terms.typo is not None:
-        phases.append(_Phase(TYPO_TIER, 0, (and_(terms.typo, ~seen),), _similarity_rank(query), cap=TYPO_CANDIDATES))
+        if _one_word(query):
+            phases.append(_Phase(TYPO_TIER, 0, (~seen,), literal(0), by_words=True))
+        else:
+            phases.append(
+                _Phase(TYPO_TIER, 0, (and_(terms.typo, ~seen),), _similarity_rank(query), cap=TYPO_CANDIDATES)
+            )
     return phases
+
+
+def _one_word(query: TextQuery) -> bool:
+    return " " not in query.raw
+
+
+# The words of a name that the btree word indexes resolve (the same as SQL `bee_name_words`): the
+# first, the second, and the last of a name of three or more words (NULL for shorter names).
+_NAME_SLOTS: tuple[ColumnElement[Any], ...] = (
+    func.bee_name_word(Customer.search_name, literal_column("1")).collate("C"),
+    func.bee_name_word(Customer.search_name, literal_column("2")).collate("C"),
+    func.bee_name_last_word(Customer.search_name).collate("C"),
+)
+_LAST_WORD_INDEXED = func.bee_name_last_word(Customer.search_name).is_not(None)  # the partial index's predicate
+
+
+def _word_rank(normalised: ColumnElement[Any], word: ColumnElement[Any]) -> ColumnElement[int]:
+    """The typo rank a name word gives (0 when it is not similar enough): 0..300."""
+    similarity = func.word_similarity(normalised, word)
+    return case(
+        (and_(word != "", similarity >= WORD_SIMILARITY_THRESHOLD), cast(func.round(similarity * TYPO_TIER), Integer)),
+        else_=0,
+    )
+
+
+def _similar_words(query: TextQuery, business_id: uuid.UUID) -> Any:
+    """(word, rank) of the business's name words similar to a one-word query, best first: a lookup
+    in the GIN trigram index of customer_name_words (a few thousand words even at a million)."""
+    normalised = func.bee_search_normalise(literal(query.raw))
+    similarity = func.word_similarity(normalised, CustomerNameWord.word)
+    rank = cast(func.round(similarity * TYPO_TIER), Integer)
+    return (
+        select(CustomerNameWord.word.label("word"), rank.label("rank"))
+        .where(
+            CustomerNameWord.business_id == business_id,
+            normalised.op("<%", is_comparison=True)(CustomerNameWord.word),
+        )
+        .order_by(rank.desc(), CustomerNameWord.word)
+        .limit(SIMILAR_WORDS)
+        .cte("similar_words")
+    )
+
+
+def _typo_words_statement(
+    query: TextQuery,
+    phase: _Phase,
+    filters: SearchFilters,
+    *,
+    key: ColumnElement[Any],
+    direction: str,
+    after: Sequence[Any] | None,
+    limit: int,
+) -> Select[Any]:
+    """The typo phase of a one-word query ("popscu"): the few similar words of the business are
+    found among its distinct name words, then each word gives its first `limit` customers through the
+    word indexes (business_id, word, created_at, id), one slot (first / second / last word) at a time.
+
+    Ranking: a customer ranks by its most similar word, round(300 * word_similarity(query, word)),
+    then by the requested sort. A customer with two similar words is kept only under its best one
+    (the earlier slot on a tie), so it appears once."""
+    normalised = func.bee_search_normalise(literal(query.raw))
+    similar = _similar_words(query, filters.business_id)
+    where = _where(filters)
+    parts: list[Select[Any]] = []
+    for slot, word in enumerate(_NAME_SLOTS):
+        conditions = [*where, *phase.branches, word == similar.c.word]
+        if slot == 2:
+            conditions.append(_LAST_WORD_INDEXED)
+        for other, other_word in enumerate(_NAME_SLOTS):
+            if other != slot:  # not a better (or an equal, earlier) similar word in another slot
+                better = _word_rank(normalised, other_word)
+                conditions.append(better < similar.c.rank if other < slot else better <= similar.c.rank)
+        if after is not None:
+            last_rank, key_value, id_value = after
+            conditions.append(
+                or_(
+                    similar.c.rank < last_rank,
+                    and_(similar.c.rank == last_rank, _beyond(key, direction, key_value, id_value)),
+                )
+            )
+        per_word = (
+            select(Customer.id.label("id"), key.label("sort_key"), similar.c.rank.label("rank"))
+            .where(*conditions)
+            .order_by(*_by(key, Customer.id, direction))
+            .limit(limit)
+            .lateral(f"typo_{slot + 1}")
+        )
+        parts.append(
+            select(per_word.c.id, per_word.c.sort_key, per_word.c.rank).select_from(similar).join(per_word, true())
+        )
+    return _with_columns(union_all(*parts), direction, limit)
 
 
 def _where(filters: SearchFilters) -> list[ColumnElement[bool]]:
@@ -361,7 +467,7 @@ def _page_statement(
         # Relevance first: every match of the business is ranked (integer tiers, see `_tiers`) and
         # a top-N sort keeps one page. The cursor (rank, key, id) resumes inside its tier.
         rank = _rank(filters.query)
-        where.append(_match(filters.query))
+        where.append(_match(filters.query, filters.business_id))
         if after is not None:
             last_rank, key_value, id_value = after
             where.append(or_(rank < last_rank, and_(rank == last_rank, _beyond(key, direction, key_value, id_value))))
@@ -522,6 +628,10 @@ async def _phased_page(
             continue  # the cursor is past this phase's rows
         if number == 0 and _by_words(query, sort):
             statement = _word_phase_statement(query, filters, direction=direction, after=after, limit=limit)
+        elif phase.by_words:
+            statement = _typo_words_statement(
+                query, phase, filters, key=key, direction=direction, after=after, limit=limit - len(found)
+            )
         else:
             statement = _phase_statement(
                 phase, filters, key=key, direction=direction, after=after, limit=limit - len(found)
@@ -552,7 +662,7 @@ async def count(session: AsyncSession, filters: SearchFilters) -> int:
         await session.execute(_SESSION_SETTINGS)
     where = _where(filters)
     if filters.query is not None:
-        where.append(_match(filters.query))
+        where.append(_match(filters.query, filters.business_id))
     statement = select(func.count()).select_from(Customer).where(*where)
     return (await session.execute(statement)).scalar_one()
 
