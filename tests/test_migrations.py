@@ -56,6 +56,7 @@ async def test_upgrade_from_empty_and_downgrade_to_empty(postgres_server):
             "bee_name_last_word",
             "bee_name_words",
             "bee_name_words_forget",
+            "bee_prefix_upper",
             "bee_customers_words_inserted",
             "bee_customers_words_deleted",
             "bee_customers_words_renamed",

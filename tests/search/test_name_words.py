@@ -126,6 +126,26 @@ async def test_bulk_inserts_and_deletes_keep_the_word_table(world, execute, fetc
     assert await _words(fetch, world.business_id) == ["solo"]
 
 
+async def test_a_middle_word_is_kept_found_and_forgotten(client, world, execute, fetch):
+    long = await _customer(client, world, execute, name="Ana Maria Xenofonta Pop", email="a@x.ro", day=1)
+    await _customer(client, world, execute, name="Ion Pop", email="i@x.ro", day=2)
+    assert await _words(fetch, world.business_id) == ["ana", "ion", "maria", "pop", "xenofonta"]
+    # the word table says a name holds "nofon", so the substring phase runs and finds the middle word
+    assert _names(await _search(client, world, query="nofon")) == ["Ana Maria Xenofonta Pop"]
+    assert _names(await _search(client, world, query="ofonta pop")) == ["Ana Maria Xenofonta Pop"]
+    assert _names(await _search(client, world, query="zzz")) == []  # no word holds it: no name scan
+    assert (await client.delete(f"/customers/{long['id']}", headers=world.admin.headers)).status_code == 204
+    assert await _words(fetch, world.business_id) == ["ion", "pop"]
+
+
+async def test_prefixes_are_literal(client, world, execute):
+    await _customer(client, world, execute, name="Ana_Maria Pop", email="ana_m@x.ro", day=1)
+    await _customer(client, world, execute, name="Anabela Pop", email="anab@x.ro", day=2)
+    assert _names(await _search(client, world, query="ana_")) == ["Ana_Maria Pop"]
+    assert _names(await _search(client, world, query="Ana_m")) == ["Ana_Maria Pop"]
+    assert _names(await _search(client, world, query="ana%")) == []
+
+
 @pytest.mark.parametrize(
     ("query", "expected"),
     [
