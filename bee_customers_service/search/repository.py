@@ -12,21 +12,26 @@ Plans (checked with EXPLAIN ANALYZE at 1,000,000 customers in one business; benc
   semi-join from (business_id, label_key, customer_id) when the tag is rare; the planner picks.
 """
 
+import operator
 import re
 import string
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from pydantic import AwareDatetime
 from sqlalchemy import (
+    BindParameter,
     ColumnElement,
     Integer,
     Select,
+    Text,
     and_,
+    bindparam,
     case,
     cast,
     exists,
@@ -41,6 +46,7 @@ from sqlalchemy import (
     tuple_,
     union_all,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -114,6 +120,25 @@ def _like_escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+def _input(name: str, value: Any, type_: Any) -> BindParameter[Any]:
+    """A value of the request as a named parameter `in_<name>`. The statements of a name/email
+    query are built once per shape and run with each request's values (`_cached`, `_inputs`), so
+    every request value in them must be one of these, never an anonymous literal."""
+    return bindparam(f"in_{name}", value, type_=type_)
+
+
+def _q(query: TextQuery) -> BindParameter[Any]:
+    return _input("q", query.raw, Text())
+
+
+def _q_escaped(query: TextQuery) -> BindParameter[Any]:
+    return _input("q_escaped", _like_escape(query.raw), Text())
+
+
+def _parts(query: TextQuery) -> list[str]:
+    return [part for part in query.raw.split(" ") if part]
+
+
 @dataclass
 class SearchFilters:
     business_id: uuid.UUID
@@ -154,14 +179,13 @@ def _starts_with(value: ColumnElement[Any], prefix: ColumnElement[Any]) -> Colum
 
 
 def _terms(query: TextQuery) -> _Terms:
-    escaped = _like_escape(query.raw)
-    normalised = func.bee_search_normalise(literal(query.raw))
-    normalised_escaped = func.bee_search_normalise(literal(escaped))
+    normalised = func.bee_search_normalise(_q(query))
+    normalised_escaped = func.bee_search_normalise(_q_escaped(query))
     name = Customer.search_name
     email_prefix = email_substring = typo = None
     if " " not in query.raw:
-        email_prefix = _starts_with(Customer.email, func.lower(literal(query.raw)))
-        email_substring = Customer.email.like(literal("%") + func.lower(literal(escaped)) + literal("%"))
+        email_prefix = _starts_with(Customer.email, func.lower(_q(query)))
+        email_substring = Customer.email.like(literal("%") + func.lower(_q_escaped(query)) + literal("%"))
     # Typo tolerance is for words ("popscu" finds "Popescu"); a fragment with digits or dots is an
     # email or a code, where "almost" matches are noise (and expensive to collect).
     if len(query.raw) >= MIN_TRIGRAM_QUERY and _WORDS.match(query.raw) is not None:
@@ -226,7 +250,7 @@ def _match(query: TextQuery, business_id: uuid.UUID) -> ColumnElement[bool]:
 
 
 def _similarity_rank(query: TextQuery) -> ColumnElement[int]:
-    similarity = func.word_similarity(func.bee_search_normalise(literal(query.raw)), Customer.search_name)
+    similarity = func.word_similarity(func.bee_search_normalise(_q(query)), Customer.search_name)
     return cast(func.round(similarity * TYPO_TIER), Integer)
 
 
@@ -260,16 +284,17 @@ def _held_by_a_word(query: TextQuery, business_id: uuid.UUID) -> ColumnElement[b
     inside none of the business's name words. Checked in customer_name_words (a few thousand words),
     it spares the trigram scan of every name for the many queries that no name contains (typos:
     "popscu", ~10 ms at a million). Uncorrelated, so PostgreSQL evaluates it once, before the scan."""
-    parts = [part for part in query.raw.split(" ") if part]
     return and_(
         *(
             exists().where(
-                CustomerNameWord.business_id == business_id,
+                CustomerNameWord.business_id == _input("business_id", business_id, Customer.business_id.type),
                 CustomerNameWord.word.like(
-                    literal("%") + func.bee_search_normalise(literal(_like_escape(part))) + literal("%")
+                    literal("%")
+                    + func.bee_search_normalise(_input(f"part_{number}", _like_escape(part), Text()))
+                    + literal("%")
                 ),
             )
-            for part in parts
+            for number, part in enumerate(_parts(query))
         )
     )
 
@@ -347,18 +372,16 @@ def _word_rank(normalised: ColumnElement[Any], word: ColumnElement[Any]) -> Colu
 def _similar_words(query: TextQuery, business_id: uuid.UUID) -> Any:
     """(word, rank) of the business's name words similar to a one-word query, best first: a lookup
     in the GIN trigram index of customer_name_words (a few thousand words even at a million)."""
-    normalised = func.bee_search_normalise(literal(query.raw))
+    normalised = func.bee_search_normalise(_q(query))
     similarity = func.word_similarity(normalised, CustomerNameWord.word)
     rank = cast(func.round(similarity * TYPO_TIER), Integer)
     return (
         select(CustomerNameWord.word.label("word"), rank.label("rank"))
         .where(
-            CustomerNameWord.business_id == business_id,
+            CustomerNameWord.business_id == _input("business_id", business_id, Customer.business_id.type),
             normalised.op("<%", is_comparison=True)(CustomerNameWord.word),
             # A word that contains the query is not "almost" it: its holders are in the substring tier.
-            CustomerNameWord.word.not_like(
-                literal("%") + func.bee_search_normalise(literal(_like_escape(query.raw))) + literal("%")
-            ),
+            CustomerNameWord.word.not_like(literal("%") + func.bee_search_normalise(_q_escaped(query)) + literal("%")),
         )
         .order_by(rank.desc(), CustomerNameWord.word)
         .limit(SIMILAR_WORDS)
@@ -383,9 +406,10 @@ def _typo_words_statement(
     Ranking: a customer ranks by its most similar word, round(300 * word_similarity(query, word)),
     then by the requested sort. A customer with two similar words is kept only under its best one
     (the earlier slot on a tie), so it appears once."""
-    normalised = func.bee_search_normalise(literal(query.raw))
+    normalised = func.bee_search_normalise(_q(query))
     similar = _similar_words(query, filters.business_id)
     where = _where(filters)
+    cursor = _cursor(key, after)
     parts: list[Select[Any]] = []
     for slot, word in enumerate(_NAME_SLOTS):
         conditions = [*where, *phase.branches, word == similar.c.word]
@@ -395,8 +419,8 @@ def _typo_words_statement(
             if other != slot:  # not a better (or an equal, earlier) similar word in another slot
                 better = _word_rank(normalised, other_word)
                 conditions.append(better < similar.c.rank if other < slot else better <= similar.c.rank)
-        if after is not None:
-            last_rank, key_value, id_value = after
+        if cursor is not None:
+            last_rank, key_value, id_value = cursor
             conditions.append(
                 or_(
                     similar.c.rank < last_rank,
@@ -407,7 +431,7 @@ def _typo_words_statement(
             select(Customer.id.label("id"), key.label("sort_key"), similar.c.rank.label("rank"))
             .where(*conditions)
             .order_by(*_by(key, Customer.id, direction))
-            .limit(limit)
+            .limit(_limit(limit))
             .lateral(f"typo_{slot + 1}")
         )
         parts.append(
@@ -416,34 +440,75 @@ def _typo_words_statement(
     return _with_columns(union_all(*parts), direction, limit)
 
 
+# The optional filters: (field of SearchFilters, column, comparison). A value is the parameter in_<field>.
+_FILTERS: tuple[tuple[str, Any, Callable[[Any, Any], ColumnElement[bool]]], ...] = (
+    ("gender", Customer.gender, operator.eq),
+    ("created_after", Customer.created_at, operator.ge),
+    ("created_before", Customer.created_at, operator.lt),
+    ("last_order_after", Customer.last_order_date, operator.ge),
+    ("last_order_before", Customer.last_order_date, operator.lt),
+    ("min_orders", Customer.total_orders, operator.ge),
+    ("min_lifetime_value", Customer.lifetime_value, operator.ge),
+)
+
+
+def _tags(filters: SearchFilters) -> list[str]:
+    return list(dict.fromkeys(filters.tags))
+
+
 def _where(filters: SearchFilters) -> list[ColumnElement[bool]]:
-    where: list[ColumnElement[bool]] = [Customer.business_id == filters.business_id]
-    if filters.gender is not None:
-        where.append(Customer.gender == filters.gender)
-    if filters.created_after is not None:
-        where.append(Customer.created_at >= filters.created_after)
-    if filters.created_before is not None:
-        where.append(Customer.created_at < filters.created_before)
-    if filters.last_order_after is not None:
-        where.append(Customer.last_order_date >= filters.last_order_after)
-    if filters.last_order_before is not None:
-        where.append(Customer.last_order_date < filters.last_order_before)
-    if filters.min_orders is not None:
-        where.append(Customer.total_orders >= filters.min_orders)
-    if filters.min_lifetime_value is not None:
-        where.append(Customer.lifetime_value >= filters.min_lifetime_value)
+    business = _input("business_id", filters.business_id, Customer.business_id.type)
+    where: list[ColumnElement[bool]] = [Customer.business_id == business]
+    for field, column, compare in _FILTERS:
+        value = getattr(filters, field)
+        if value is not None:
+            where.append(compare(column, _input(field, value, column.type)))
     if filters.tags:
-        keys = [func.lower(func.btrim(literal(tag))) for tag in dict.fromkeys(filters.tags)]
+        keys = [func.lower(func.btrim(_input(f"tag_{n}", tag, Text()))) for n, tag in enumerate(_tags(filters))]
 
         def has(*wanted: ColumnElement[Any]) -> ColumnElement[bool]:
             return exists().where(
                 CustomerTag.customer_id == Customer.id,
-                CustomerTag.business_id == filters.business_id,
+                CustomerTag.business_id == business,
                 CustomerTag.label_key.in_(wanted) if len(wanted) > 1 else CustomerTag.label_key == wanted[0],
             )
 
         where.append(and_(*(has(key) for key in keys)) if filters.tag_mode == "all" else has(*keys))
     return where
+
+
+def _cursor(key: ColumnElement[Any], after: Sequence[Any] | None) -> tuple[Any, Any, Any] | None:
+    """The cursor (rank, sort key, id) as parameters."""
+    if after is None:
+        return None
+    rank, key_value, id_value = after
+    return (
+        _input("after_rank", rank, Integer()),
+        _input("after_key", key_value, key.type),
+        _input("after_id", id_value, Customer.id.type),
+    )
+
+
+def _limit(limit: int) -> BindParameter[Any]:
+    return _input("limit", limit, Integer())
+
+
+def _inputs(filters: SearchFilters, query: TextQuery, *, after: Sequence[Any] | None, limit: int) -> dict[str, Any]:
+    """This request's value of every parameter `_input` names (the other half of the statement cache)."""
+    values: dict[str, Any] = {
+        "in_business_id": filters.business_id,
+        "in_limit": limit,
+        "in_q": query.raw,
+        "in_q_escaped": _like_escape(query.raw),
+    }
+    for field, _column, _compare in _FILTERS:
+        if (value := getattr(filters, field)) is not None:
+            values[f"in_{field}"] = value
+    values.update((f"in_tag_{n}", tag) for n, tag in enumerate(_tags(filters)))
+    values.update((f"in_part_{n}", _like_escape(part)) for n, part in enumerate(_parts(query)))
+    if after is not None:
+        values.update(in_after_rank=after[0], in_after_key=after[1], in_after_id=after[2])
+    return values
 
 
 def _beyond(key: ColumnElement[Any], direction: str, key_value: Any, id_value: Any) -> ColumnElement[bool]:
@@ -552,8 +617,8 @@ def _phase_statement(
     """(id, sort_key, rank) of the phase's best `limit` rows after the cursor. Only columns that the
     prefix indexes include are read, so the btree phases are index-only scans."""
     where = _where(filters)
-    if after is not None:
-        last_rank, key_value, id_value = after
+    if (cursor := _cursor(key, after)) is not None:
+        last_rank, key_value, id_value = cursor
         where.append(
             or_(phase.rank < last_rank, and_(phase.rank == last_rank, _beyond(key, direction, key_value, id_value)))
         )
@@ -590,7 +655,8 @@ def _word_phase_statement(
             return []
         if after[0] < rank:
             return None  # the cursor is past this tier
-        return [_beyond(key, direction, after[1], after[2])]
+        _rank, key_value, id_value = _cursor(key, after) or ()
+        return [_beyond(key, direction, key_value, id_value)]
 
     parts: list[Select[Any]] = []
     if (condition := cursor(1000)) is not None:
@@ -598,7 +664,7 @@ def _word_phase_statement(
             select(Customer.id.label("id"), key.label("sort_key"), literal(1000).label("rank"))
             .where(*where, name == terms.normalised, *condition)
             .order_by(*by)
-            .limit(limit)
+            .limit(_limit(limit))
         )
     for position, rank, extra in ((1, 900, name != terms.normalised), (2, 800, ~terms.name_prefix)):
         if (condition := cursor(rank)) is None:
@@ -607,7 +673,7 @@ def _word_phase_statement(
         # Each probe is "the next word after w" with no upper bound, so that it is planned as an
         # ordered index scan stopped after one entry (with the prefix range in the probe, the
         # planner may read the whole range and sort it); the walk stops at the first word past it.
-        business = Customer.business_id == filters.business_id
+        business = Customer.business_id == _input("business_id", filters.business_id, Customer.business_id.type)
         first = select(word).where(business, word >= terms.normalised).order_by(word).limit(1).scalar_subquery()
         words = select(first.label("w")).cte(f"words_{position}", recursive=True)
         following = select(word).where(business, word > words.c.w).order_by(word).limit(1).scalar_subquery()
@@ -618,7 +684,7 @@ def _word_phase_statement(
             select(Customer.id.label("id"), key.label("sort_key"), literal(rank).label("rank"))
             .where(*where, words.c.w.like(terms.prefix_pattern), word == words.c.w, extra, *condition)
             .order_by(*by)
-            .limit(limit)
+            .limit(_limit(limit))
             .lateral(f"word_{position}")
         )
         parts.append(
@@ -636,7 +702,7 @@ def _with_columns(found: Any, direction: str, limit: int) -> Select[Any]:
     page = (
         select(rows.c.id, rows.c.sort_key, rows.c.rank)
         .order_by(rows.c.rank.desc(), *_by(rows.c.sort_key, rows.c.id, direction))
-        .limit(limit)
+        .limit(_limit(limit))
         .subquery("page")
     )
     columns = [c for c in _COLUMNS if c is not Customer.id]
@@ -645,6 +711,58 @@ def _with_columns(found: Any, direction: str, limit: int) -> Select[Any]:
         .join_from(page, Customer, Customer.id == page.c.id)
         .order_by(page.c.rank.desc(), *_by(page.c.sort_key, page.c.id, direction))
     )
+
+
+def _query_shape(query: TextQuery) -> tuple[Any, ...]:
+    """What of a name/email query decides how its statements are built (not their values)."""
+    typo = len(query.raw) >= MIN_TRIGRAM_QUERY and _WORDS.match(query.raw) is not None
+    return (_one_word(query), _unusual(query), typo, len(_parts(query)))
+
+
+def _filters_shape(filters: SearchFilters) -> tuple[Any, ...]:
+    present = tuple(getattr(filters, field) is not None for field, _column, _compare in _FILTERS)
+    return (present, len(_tags(filters)), filters.tag_mode if filters.tags else None)
+
+
+def _word_cursor_shape(after: Sequence[Any] | None) -> tuple[int, ...] | None:
+    """Where the cursor's rank is against each tier of the word phase (what `cursor()` there decides)."""
+    if after is None:
+        return None
+    return tuple((after[0] > rank) - (after[0] < rank) for rank in (1000, 900, 800))
+
+
+@dataclass(frozen=True)
+class _Cached:
+    statement: Any
+    inputs: frozenset[str]  # the names of its request parameters (in_...)
+
+
+_STATEMENTS: dict[tuple[Any, ...], Any] = {}
+_STATEMENT_CACHE_SIZE = 2048
+
+
+def _cached(shape: tuple[Any, ...], build: Callable[[], Any]) -> Any:
+    """The statement (or phase list) of this shape, built once: building the phase statements of a
+    typo query with SQLAlchemy's constructs cost ~15 ms of CPU per request, more than running them.
+    Every request value in a statement is a named parameter (`_input`), passed again on each run;
+    a built statement is checked for request values that slipped in as anonymous literals (they
+    would be another request's values on the next run)."""
+    cached = _STATEMENTS.get(shape)
+    if cached is None:
+        built = build()
+        if isinstance(built, list):  # phases: their parameters are checked in the statements
+            cached = built
+        else:
+            binds = built.compile(dialect=postgresql.dialect()).binds.values()
+            for bind in binds:
+                constant = isinstance(bind.value, int | float) or bind.value in ("%", "")
+                if not bind.key.startswith("in_") and not constant:
+                    raise AssertionError(f"a request value is not a named parameter: {bind.value!r}")
+            cached = _Cached(built, frozenset(bind.key for bind in binds if bind.key.startswith("in_")))
+        if len(_STATEMENTS) >= _STATEMENT_CACHE_SIZE:
+            _STATEMENTS.clear()
+        _STATEMENTS[shape] = cached
+    return cached
 
 
 async def _phased_page(
@@ -662,21 +780,29 @@ async def _phased_page(
     phases are all lower, so the page is exactly what ranking every match would give (except that
     the typo tier ranks at most TYPO_CANDIDATES rows)."""
     key = SORT_KEYS[sort]
+    shape = (_query_shape(query), _filters_shape(filters), sort, direction)
+    phases: list[_Phase] = _cached(("phases", *shape), partial(_phases, query, filters.business_id))
     found: list[Row[Any]] = []  # phases are in rank order: their rows follow each other
-    for number, phase in enumerate(_phases(query, filters.business_id)):
+    for number, phase in enumerate(phases):
         if after is not None and phase.lowest > after[0]:
             continue  # the cursor is past this phase's rows
+        remaining = limit - len(found)
         if number == 0 and _by_words(query, sort):
-            statement = _word_phase_statement(query, filters, direction=direction, after=after, limit=limit)
+            build = partial(_word_phase_statement, query, filters, direction=direction, after=after, limit=remaining)
+            cached = _cached(("words", *shape, _word_cursor_shape(after)), build)
         elif phase.by_words:
-            statement = _typo_words_statement(
-                query, phase, filters, key=key, direction=direction, after=after, limit=limit - len(found)
+            build = partial(
+                _typo_words_statement, query, phase, filters, key=key, direction=direction, after=after, limit=remaining
             )
+            cached = _cached(("typo", number, *shape, after is not None), build)
         else:
-            statement = _phase_statement(
-                phase, filters, key=key, direction=direction, after=after, limit=limit - len(found)
+            build = partial(
+                _phase_statement, phase, filters, key=key, direction=direction, after=after, limit=remaining
             )
-        found += (await session.execute(statement)).all()
+            cached = _cached(("phase", number, *shape, after is not None), build)
+        values = _inputs(filters, query, after=after, limit=remaining)
+        parameters = {name: values[name] for name in cached.inputs}  # KeyError rather than a stale value
+        found += (await session.execute(cached.statement, parameters)).all()
         if len(found) >= limit:
             break
     return found
