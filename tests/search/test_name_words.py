@@ -160,3 +160,36 @@ async def test_email_fragments(client, world, execute, query, expected):
     await _customer(client, world, execute, name="Ioana Matei", email="ioana.matei@x.ro", day=2)
     await _customer(client, world, execute, name="Diana Marinescu", email="diana.marinescu7@x.ro", day=1)
     assert _names(await _search(client, world, query=query)) == expected
+
+
+async def test_cached_statements_run_with_each_requests_values(client, world, execute):
+    """The phase statements are built once per shape: a second business, query, filter value and
+    cursor of the same shape must get their own rows, never the first request's."""
+    await _customer(client, world, execute, name="Ana Popescu", email="a@x.ro", day=1)
+    other = await world.create_customer(
+        client, business_id=str(world.other_business_id), full_name="Ion Popescu", email="i@x.ro", phone=None
+    )
+
+    async def search(business_id, caller, **params):
+        response = await client.get(
+            "/customers", params={"business_id": str(business_id), **params}, headers=caller.headers
+        )
+        assert response.status_code == 200, response.text
+        return _names(response.json())
+
+    for query in ("popscu", "popesc", "popescu", "pop"):
+        assert await search(world.business_id, world.admin, query=query) == ["Ana Popescu"], query
+        assert await search(world.other_business_id, world.other_admin, query=query) == ["Ion Popescu"], query
+    assert await search(world.business_id, world.admin, query="popscu", min_orders=1) == []
+    assert await search(world.business_id, world.admin, query="popscu", min_orders=0) == ["Ana Popescu"]
+    assert other["full_name"] == "Ion Popescu"
+
+
+def test_a_request_value_outside_a_named_parameter_is_refused():
+    from sqlalchemy import select
+
+    from bee_customers_service.customers.models import Customer
+    from bee_customers_service.search.repository import _cached
+
+    with pytest.raises(AssertionError, match="not a named parameter"):
+        _cached(("test", uuid.uuid4()), lambda: select(Customer.id).where(Customer.full_name == "Ana"))
