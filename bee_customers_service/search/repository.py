@@ -3,11 +3,15 @@
 Plans (checked with EXPLAIN ANALYZE at 1,000,000 customers in one business; bench/README.md):
 - no query: an index range scan of (business_id, <sort key>, id), backwards for descending orders,
   starting at the cursor; filters are checked on the way and LIMIT stops the scan.
-- query: bitmap scans of the GIN trigram indexes (search_name / email / phone_digits) ORed
-  together (or, for a small business, its rows through the business_id index), then the filters,
-  a relevance tier per row (exact name, name prefix, word prefix, substring, email, typo), and a
-  top-N sort. The cost grows with the number of matches: a very common surname in a business of
-  a million ranks tens of thousands of rows (see bench/README.md).
+- phone fragment, or a query with "@": bitmap scans of the GIN trigram indexes (phone_digits /
+  email), a relevance tier per row and a top-N sort, in one statement.
+- name/email query: phases, best tiers first, each one statement that runs only when the ones
+  before it did not fill the page (`_phased_page`): (1) exact name / name prefix / surname prefix
+  (btree word walk or prefix ranges), (2) name substring (trigram; skipped when no name word of the
+  business holds the query), (3) email prefix (btree range), (4) email substring (trigram),
+  (5) almost-matches: for a one-word query, the similar words of the business's distinct name words
+  (customer_name_words, migration 0010), resolved to customers through the word indexes. Their
+  statements are built once per shape and run with each request's values (`_cached`).
 - tag filter: EXISTS probes of the unique (customer_id, label_key) index per candidate row, or a
   semi-join from (business_id, label_key, customer_id) when the tag is rare; the planner picks.
 """
@@ -786,8 +790,10 @@ async def _phased_page(
 ) -> Sequence[Row[Any]]:
     """Relevance first, one phase (run of tiers) at a time: a later phase runs only when the earlier
     ones cannot fill the page, so a common word is served by the btree phase alone. Ranks of later
-    phases are all lower, so the page is exactly what ranking every match would give (except that
-    the typo tier ranks at most TYPO_CANDIDATES rows)."""
+    phases are all lower, so the page is exactly what ranking every match would give. The typo tier
+    is bounded: for a one-word query, the SIMILAR_WORDS most similar name words, through a name's
+    first, second and last word (`_typo_words_statement`); for a longer query, at most
+    TYPO_CANDIDATES rows are ranked."""
     key = SORT_KEYS[sort]
     shape = (_query_shape(query), _filters_shape(filters), sort, direction)
     phases: list[_Phase] = _cached(("phases", *shape), partial(_phases, query, filters.business_id))
