@@ -48,6 +48,7 @@ from sqlalchemy import (
     text,
     true,
     tuple_,
+    union,
     union_all,
 )
 from sqlalchemy.dialects import postgresql
@@ -88,6 +89,8 @@ WORD_SIMILARITY_THRESHOLD = 0.5  # pg_trgm's default 0.6 misses a dropped letter
 # A one-word typo query is compared with the business's distinct name words (customer_name_words);
 # at most this many similar words, most similar first, are resolved to customers.
 SIMILAR_WORDS = 50
+# A query of several words: the most similar words of each of its first two words, paired.
+SIMILAR_PAIR_WORDS = 5
 _SETTINGS = (
     "SELECT set_config('plan_cache_mode', '{mode}', true),"
     f" set_config('pg_trgm.word_similarity_threshold', '{WORD_SIMILARITY_THRESHOLD}', true)"
@@ -185,6 +188,7 @@ def _starts_with(value: ColumnElement[Any], prefix: ColumnElement[Any]) -> Colum
     """`value` starts with `prefix`, as the range [prefix, bee_prefix_upper(prefix)) in byte order:
     only the btree prefix indexes (text_pattern_ops) can serve it. Written as LIKE 'prefix%', the
     planner could choose a trigram bitmap instead ("william.w%": 9,752 rows rechecked for 645)."""
+    prefix = prefix.self_group()  # PostgreSQL gives ~>=~ and || the same precedence
     return and_(
         value.op("~>=~", is_comparison=True)(prefix),
         value.op("~<~", is_comparison=True)(func.bee_prefix_upper(prefix)),
@@ -350,7 +354,7 @@ def _phases(query: TextQuery, business_id: uuid.UUID) -> list[_Phase]:
         phases.append(_Phase(500, 500, (and_(terms.email_substring, ~seen, ~terms.email_prefix),), literal(500)))
         seen = or_(seen, terms.email_substring)
     if terms.typo is not None:
-        if _one_word(query):
+        if _one_word(query) or len(_parts(query)) >= 2:
             phases.append(_Phase(TYPO_TIER, 0, (~seen,), literal(0), by_words=True))
         else:
             phases.append(
@@ -385,7 +389,14 @@ def _word_rank(normalised: ColumnElement[Any], word: ColumnElement[Any]) -> Colu
 def _similar_words(query: TextQuery, business_id: uuid.UUID) -> Any:
     """(word, rank) of the business's name words similar to a one-word query, best first: a lookup
     in the GIN trigram index of customer_name_words (a few thousand words even at a million)."""
-    normalised = func.bee_search_normalise(_q(query))
+    # A word that contains the query is not "almost" it: its holders are in the substring tier.
+    contains = CustomerNameWord.word.like(literal("%") + func.bee_search_normalise(_q_escaped(query)) + literal("%"))
+    return _words_like(func.bee_search_normalise(_q(query)), business_id, "similar_words", SIMILAR_WORDS, ~contains)
+
+
+def _words_like(
+    normalised: ColumnElement[Any], business_id: uuid.UUID, name: str, limit: int, *extra: ColumnElement[bool]
+) -> Any:
     similarity = func.word_similarity(normalised, CustomerNameWord.word)
     rank = cast(func.round(similarity * TYPO_TIER), Integer)
     return (
@@ -393,13 +404,78 @@ def _similar_words(query: TextQuery, business_id: uuid.UUID) -> Any:
         .where(
             CustomerNameWord.business_id == _input("business_id", business_id, Customer.business_id.type),
             normalised.op("<%", is_comparison=True)(CustomerNameWord.word),
-            # A word that contains the query is not "almost" it: its holders are in the substring tier.
-            CustomerNameWord.word.not_like(literal("%") + func.bee_search_normalise(_q_escaped(query)) + literal("%")),
+            *extra,
         )
         .order_by(rank.desc(), CustomerNameWord.word)
-        .limit(SIMILAR_WORDS)
-        .cte("similar_words")
+        .limit(limit)
+        .cte(name)
     )
+
+
+def _typo_pairs_statement(
+    query: TextQuery,
+    phase: _Phase,
+    filters: SearchFilters,
+    *,
+    key: ColumnElement[Any],
+    direction: str,
+    after: Sequence[Any] | None,
+    limit: int,
+) -> Select[Any]:
+    """The typo phase of a query of several words ("ioana popscu"): names whose first two words are
+    similar to the query's first two words, in either order. The SIMILAR_PAIR_WORDS most similar
+    name words of each query word are paired, and each pair ("ioana popescu") is a prefix range of
+    ix_customers_business_name_prefix (index-only). A row ranks by its name's similarity with the
+    whole query, round(300 * word_similarity(query, name)) >= 0.5, as the typo tier always did."""
+    normalised = func.bee_search_normalise(_q(query))
+    name = Customer.search_name
+    words = [
+        _words_like(
+            func.bee_search_normalise(_input(f"word_{number}", part, Text())),
+            filters.business_id,
+            f"similar_{number + 1}",
+            SIMILAR_PAIR_WORDS,
+        )
+        for number, part in enumerate(_parts(query)[:2])
+    ]
+    pairs = union(
+        *(
+            select(
+                a.c.word.label("w1"),
+                b.c.word.label("w2"),
+                func.word_similarity(normalised, a.c.word + literal(" ") + b.c.word).label("similarity"),
+            ).select_from(a.join(b, true()))
+            for a, b in (words, words[::-1])
+        )
+    ).cte("similar_pairs")
+    # MATERIALIZED: otherwise the pair's similarity is inlined into (and recomputed for) every row.
+    pairs = pairs.prefix_with("MATERIALIZED")
+    head = (pairs.c.w1 + literal(" ") + pairs.c.w2).self_group().collate("default")
+    # A name of exactly those two words has the pair's similarity: computed once per pair, not per row.
+    similarity = case((name == head, pairs.c.similarity), else_=func.word_similarity(normalised, name))
+    rank = cast(func.round(similarity * TYPO_TIER), Integer)
+    conditions = [
+        *_where(filters),
+        *phase.branches,
+        name.op("~>=~", is_comparison=True)(head),
+        name.op("~<~", is_comparison=True)(func.bee_prefix_upper(head)),
+        # its first two words are the pair: the name is the pair, or starts with the pair and a space
+        # (comparisons, not bee_name_word: a SQL function call per row cost ~25 us)
+        or_(name == head, _starts_with(name, head + literal(" "))),
+        similarity >= WORD_SIMILARITY_THRESHOLD,
+    ]
+    if (cursor := _cursor(key, after)) is not None:
+        last_rank, key_value, id_value = cursor
+        conditions.append(or_(rank < last_rank, and_(rank == last_rank, _beyond(key, direction, key_value, id_value))))
+    per_pair = (
+        select(Customer.id.label("id"), key.label("sort_key"), rank.label("rank"))
+        .where(*conditions)
+        .order_by(rank.desc(), *_by(key, Customer.id, direction))
+        .limit(_limit(limit))
+        .lateral("typo_pair")
+    )
+    found = select(per_pair.c.id, per_pair.c.sort_key, per_pair.c.rank).select_from(pairs).join(per_pair, true())
+    return _with_columns(found, direction, limit)
 
 
 def _typo_words_statement(
@@ -519,6 +595,7 @@ def _inputs(filters: SearchFilters, query: TextQuery, *, after: Sequence[Any] | 
             values[f"in_{field}"] = value
     values.update((f"in_tag_{n}", tag) for n, tag in enumerate(_tags(filters)))
     values.update((f"in_part_{n}", _like_escape(part)) for n, part in enumerate(_parts(query)))
+    values.update((f"in_word_{n}", part) for n, part in enumerate(_parts(query)[:2]))
     if after is not None:
         values.update(in_after_rank=after[0], in_after_key=after[1], in_after_id=after[2])
     return values
@@ -768,7 +845,7 @@ def _cached(shape: tuple[Any, ...], build: Callable[[], Any]) -> Any:
         else:
             binds = built.compile(dialect=postgresql.dialect()).binds.values()
             for bind in binds:
-                constant = isinstance(bind.value, int | float) or bind.value in ("%", "")
+                constant = isinstance(bind.value, int | float) or bind.value in ("%", "", " ")
                 if not bind.key.startswith("in_") and not constant:
                     raise AssertionError(f"a request value is not a named parameter: {bind.value!r}")
             cached = _Cached(built, frozenset(bind.key for bind in binds if bind.key.startswith("in_")))
@@ -807,9 +884,8 @@ async def _phased_page(
             build = partial(_word_phase_statement, query, filters, direction=direction, after=after, limit=remaining)
             cached, generic = _cached(("words", *shape, _word_cursor_shape(after)), build), True
         elif phase.by_words:
-            build = partial(
-                _typo_words_statement, query, phase, filters, key=key, direction=direction, after=after, limit=remaining
-            )
+            typo = _typo_words_statement if _one_word(query) else _typo_pairs_statement
+            build = partial(typo, query, phase, filters, key=key, direction=direction, after=after, limit=remaining)
             cached, generic = _cached(("typo", number, *shape, after is not None), build), True
         else:
             build = partial(

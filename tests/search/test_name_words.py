@@ -79,6 +79,20 @@ async def test_the_more_similar_word_ranks_first_and_a_customer_appears_once(cli
     assert paged == names
 
 
+async def test_a_typo_in_a_query_of_two_words(client, world, execute):
+    await _customer(client, world, execute, name="Ioana Popescu", email="a@x.ro", day=1)
+    await _customer(client, world, execute, name="Ioan Popescu", email="b@x.ro", day=2)
+    await _customer(client, world, execute, name="Maria Popescu", email="c@x.ro", day=3)  # first word not similar
+    await _customer(client, world, execute, name="Ioana Pop Marin", email="d@x.ro", day=4)  # second word not similar
+    # both words similar, in either order; the closer name first (similarity with the whole query)
+    assert _names(await _search(client, world, query="ioana popscu")) == ["Ioana Popescu", "Ioan Popescu"]
+    assert _names(await _search(client, world, query="popscu ioana")) == ["Ioana Popescu", "Ioan Popescu"]
+    page = await _search(client, world, query="ioana popscu", limit=1)
+    assert _names(page) == ["Ioana Popescu"]
+    rest = await _search(client, world, query="ioana popscu", limit=1, cursor=page["next_cursor"])
+    assert _names(rest) == ["Ioan Popescu"] and rest["next_cursor"] is None
+
+
 async def test_typo_tier_respects_other_sorts_and_filters(client, world, execute):
     await _customer(client, world, execute, name="Bianca Popescu", email="b@x.ro", day=1)
     await _customer(client, world, execute, name="Ana Popescu", email="a@x.ro", day=2)
