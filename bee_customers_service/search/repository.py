@@ -258,11 +258,18 @@ def _match(query: TextQuery, business_id: uuid.UUID) -> ColumnElement[bool]:
     if query.phone_digits is not None or "@" in query.raw:
         return tiers[900]
     wanted = [tiers[700]] + [tiers[rank] for rank in (500, TYPO_TIER) if rank in tiers]
+    first, second, last = _NAME_SLOTS
     if TYPO_TIER in tiers and _one_word(query):
         # The same almost-matches as the typo phase's: a first, second or last word among the similar ones.
         similar = select(_similar_words(query, business_id).c.word).scalar_subquery()
-        first, second, last = _NAME_SLOTS
         wanted[-1] = or_(first.in_(similar), second.in_(similar), and_(_LAST_WORD_INDEXED, last.in_(similar)))
+    elif TYPO_TIER in tiers and len(_parts(query)) >= 2:
+        # ... and for several words: first two words a similar pair, similar enough as a whole.
+        pairs = _similar_pairs(query, business_id)
+        similarity = func.word_similarity(func.bee_search_normalise(_q(query)), Customer.search_name)
+        wanted[-1] = and_(
+            tuple_(first, second).in_(select(pairs.c.w1, pairs.c.w2)), similarity >= WORD_SIMILARITY_THRESHOLD
+        )
     return or_(*wanted)
 
 
@@ -412,6 +419,33 @@ def _words_like(
     )
 
 
+def _similar_pairs(query: TextQuery, business_id: uuid.UUID) -> Any:
+    """(w1, w2, similarity): the SIMILAR_PAIR_WORDS name words most similar to each of the query's
+    first two words, paired in either order, with the pair's similarity to the whole query."""
+    normalised = func.bee_search_normalise(_q(query))
+    words = [
+        _words_like(
+            func.bee_search_normalise(_input(f"word_{number}", part, Text())),
+            business_id,
+            f"similar_{number + 1}",
+            SIMILAR_PAIR_WORDS,
+        )
+        for number, part in enumerate(_parts(query)[:2])
+    ]
+    pairs = union(
+        *(
+            select(
+                a.c.word.label("w1"),
+                b.c.word.label("w2"),
+                func.word_similarity(normalised, a.c.word + literal(" ") + b.c.word).label("similarity"),
+            ).select_from(a.join(b, true()))
+            for a, b in (words, words[::-1])
+        )
+    ).cte("similar_pairs")
+    # MATERIALIZED: otherwise the pair's similarity is inlined into (and recomputed for) every row.
+    return pairs.prefix_with("MATERIALIZED")
+
+
 def _typo_pairs_statement(
     query: TextQuery,
     phase: _Phase,
@@ -429,27 +463,7 @@ def _typo_pairs_statement(
     whole query, round(300 * word_similarity(query, name)) >= 0.5, as the typo tier always did."""
     normalised = func.bee_search_normalise(_q(query))
     name = Customer.search_name
-    words = [
-        _words_like(
-            func.bee_search_normalise(_input(f"word_{number}", part, Text())),
-            filters.business_id,
-            f"similar_{number + 1}",
-            SIMILAR_PAIR_WORDS,
-        )
-        for number, part in enumerate(_parts(query)[:2])
-    ]
-    pairs = union(
-        *(
-            select(
-                a.c.word.label("w1"),
-                b.c.word.label("w2"),
-                func.word_similarity(normalised, a.c.word + literal(" ") + b.c.word).label("similarity"),
-            ).select_from(a.join(b, true()))
-            for a, b in (words, words[::-1])
-        )
-    ).cte("similar_pairs")
-    # MATERIALIZED: otherwise the pair's similarity is inlined into (and recomputed for) every row.
-    pairs = pairs.prefix_with("MATERIALIZED")
+    pairs = _similar_pairs(query, filters.business_id)
     head = (pairs.c.w1 + literal(" ") + pairs.c.w2).self_group().collate("default")
     # A name of exactly those two words has the pair's similarity: computed once per pair, not per row.
     similarity = case((name == head, pairs.c.similarity), else_=func.word_similarity(normalised, name))

@@ -87,6 +87,7 @@ async def test_a_typo_in_a_query_of_two_words(client, world, execute):
     # both words similar, in either order; the closer name first (similarity with the whole query)
     assert _names(await _search(client, world, query="ioana popscu")) == ["Ioana Popescu", "Ioan Popescu"]
     assert _names(await _search(client, world, query="popscu ioana")) == ["Ioana Popescu", "Ioan Popescu"]
+    assert (await _search(client, world, query="ioana popscu", include_total="true"))["total"] == 2
     page = await _search(client, world, query="ioana popscu", limit=1)
     assert _names(page) == ["Ioana Popescu"]
     rest = await _search(client, world, query="ioana popscu", limit=1, cursor=page["next_cursor"])
