@@ -6,6 +6,7 @@ from bee_customers_service.customers.models import Customer
 from bee_customers_service.events.outbox import OutboxEvent
 from bee_customers_service.gdpr.models import GdprRequest
 from bee_customers_service.notes.models import CustomerNote
+from bee_customers_service.search.models import CustomerNameWord
 from bee_customers_service.tags.models import CustomerTag
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "Customer",
     "CustomerActivity",
     "CustomerHistory",
+    "CustomerNameWord",
     "CustomerNote",
     "CustomerTag",
     "GdprRequest",

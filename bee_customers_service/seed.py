@@ -161,6 +161,14 @@ async def seed_business(
     return SeedResult(business_id, count, time.perf_counter() - began)
 
 
+_NAME_WORDS = """
+INSERT INTO customer_name_words (business_id, word)
+SELECT DISTINCT c.business_id, w.word
+FROM customers AS c, unnest(public.bee_name_words(c.search_name)) AS w(word)
+WHERE c.business_id = $1
+ON CONFLICT DO NOTHING
+"""
+
 # Secondary indexes of the seeded tables (not the ones backing a primary key or constraint).
 _SECONDARY_INDEXES = """
 SELECT i.indexname, i.indexdef
@@ -203,8 +211,13 @@ async def seed(
             for index in indexes:
                 await connection.execute(index["indexdef"])
             say(f"rebuilt {len(indexes)} indexes in {time.perf_counter() - began:.1f}s")
+        if rebuild_indexes:
+            # The triggers were skipped: the name words the insert trigger would have added (migration 0010).
+            for business_id, _count in businesses:
+                await connection.execute(_NAME_WORDS, business_id)
         await connection.execute("VACUUM ANALYZE customers")
         await connection.execute("VACUUM ANALYZE customer_tags")
+        await connection.execute("ANALYZE customer_name_words")
         return results
     finally:
         await connection.close()

@@ -45,6 +45,7 @@ async def test_upgrade_from_empty_and_downgrade_to_empty(postgres_server):
             "alembic_version",
             "gender_enum",
             "gdpr_requests",
+            "customer_name_words",
         } <= upgraded
 
         assert await _search_functions(url) == {
@@ -52,6 +53,13 @@ async def test_upgrade_from_empty_and_downgrade_to_empty(postgres_server):
             "bee_search_normalise",
             "bee_name_rest",
             "bee_name_word",
+            "bee_name_last_word",
+            "bee_name_words",
+            "bee_name_words_forget",
+            "bee_prefix_upper",
+            "bee_customers_words_inserted",
+            "bee_customers_words_deleted",
+            "bee_customers_words_renamed",
         }
 
         await asyncio.to_thread(run_migrations, to_async_url(url), "base", downgrade=True)
