@@ -208,3 +208,15 @@ def test_a_request_value_outside_a_named_parameter_is_refused():
 
     with pytest.raises(AssertionError, match="not a named parameter"):
         _cached(("test", uuid.uuid4()), lambda: select(Customer.id).where(Customer.full_name == "Ana"))
+
+
+async def test_words_under_three_characters_are_kept_when_their_last_holder_goes(client, world, execute, fetch):
+    """Proving a short word gone would scan every name of the business (no trigram to look it up
+    by); a stale short word only costs the typo phase a lookup that finds no one."""
+    renamed = await _customer(client, world, execute, name="Ana Zq Xenofonta Pop", email="z@x.ro")
+    response = await client.patch(
+        f"/customers/{renamed['id']}", json={"full_name": "Ana Pop"}, headers=world.admin.headers
+    )
+    assert response.status_code == 200, response.text
+    assert await _words(fetch, world.business_id) == ["ana", "pop", "zq"]  # "xenofonta" is gone
+    assert _names(await _search(client, world, query="zq")) == []
