@@ -29,6 +29,8 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import floor  # noqa: E402  (bench/floor.py, next to this file)
+
 from bee_customers_service import seed  # noqa: E402
 from bee_customers_service.cli import run_migrations  # noqa: E402
 from bee_customers_service.core.config import Settings  # noqa: E402
@@ -47,15 +49,24 @@ CUSTOMER = "md5(:business::text || ':' || :n::text)::uuid"
 # The GET statement itself, taken from the service (the ORM read at the start of a PATCH has the
 # same shape: the customer's columns with the same two subqueries).
 ADMIN_READ = customers_repository._READ_ADMIN_PROFILE.replace("$1", CUSTOMER) + ";"
+# PATCH renames to a real name drawn from these lists (the wrk script has the same lists).
+FIRST_NAMES = "Ana Maria Ion Andrei Elena Mihai Ioana Alexandru Cristina Gheorghe Stefan Daniela Vlad Irina Radu Monica"
+LAST_NAMES = (
+    "Popescu Ionescu Popa Pop Dumitru Stan Stoica Gheorghe Rusu Munteanu Matei Constantin Serban Moldovan Lupu Marin"
+)
+RENAME_FIRST = "ARRAY[" + ", ".join(f"'{name}'" for name in FIRST_NAMES.split()) + "]"
+RENAME_LAST = "ARRAY[" + ", ".join(f"'{name}'" for name in LAST_NAMES.split()) + "]"
 CEILING_SCRIPTS = {
     "get": f"""\\set n random(1, :scale)
 {ADMIN_READ}
 """,
     "patch": f"""\\set n random(1, :scale)
-\\set v random(1, 1000000000)
+\\set f random(1, 16)
+\\set l random(1, 16)
 BEGIN;
 {ADMIN_READ}
-UPDATE customers SET full_name = 'Bench Name ' || :v, version = version + 1, updated_at = now()
+UPDATE customers SET full_name = ({RENAME_FIRST})[:f] || ' ' || ({RENAME_LAST})[:l], version = version + 1,
+                     updated_at = now()
   WHERE id = {CUSTOMER} AND version = version RETURNING *;
 INSERT INTO outbox (event_id, event_name, business_id, customer_id, payload)
   VALUES (gen_random_uuid(), 'v1.customer.updated', :business::uuid, {CUSTOMER},
@@ -135,6 +146,20 @@ def run_wrk(base_url: str, endpoint: str, concurrency: int, duration: int, bench
     return figures
 
 
+def measure(
+    base_url: str, endpoint: str, concurrency: int, duration: int, bench_dir: Path, sampler: "RssSampler"
+) -> dict:
+    """A warm-up, then one wrk run; adds the server's CPU per request (`cpu_ms`): unlike req/s, it
+    hardly moves with whatever else the machine runs."""
+    run_wrk(base_url, endpoint, concurrency, 2, bench_dir)
+    pids = sampler.pids()
+    before = cpu_ticks(pids)
+    figures = run_wrk(base_url, endpoint, concurrency, duration, bench_dir)
+    ticks = cpu_ticks(pids) - before
+    figures["cpu_ms"] = ticks * 1000 / os.sysconf("SC_CLK_TCK") / max(figures["requests"], 1)
+    return figures
+
+
 def run_pgbench(url: str, endpoint: str, concurrency: int, duration: int, scale: int, business: uuid.UUID) -> float:
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as script:
         script.write(CEILING_SCRIPTS[endpoint])
@@ -184,6 +209,9 @@ def main() -> None:
     parser.add_argument("--endpoints", nargs="+", default=["get", "patch", "post", "tag", "search"])
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--pool-size", type=int, default=10)
+    parser.add_argument(
+        "--floor", action="store_true", help="also measure bench/floor.py's bare routes (GET, PATCH) on the same data"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None or shutil.which("pgbench") is None:
         raise SystemExit("needs wrk and pgbench: apt-get install -y wrk postgresql-client")
@@ -249,34 +277,43 @@ def main() -> None:
         rows = []
         for endpoint in args.endpoints:
             for concurrency in args.concurrency:
-                run_wrk(base_url, endpoint, concurrency, 2, bench_dir)  # warm-up
-                server_pids = sampler.pids()
-                ticks_before = cpu_ticks(server_pids)
-                figures = run_wrk(base_url, endpoint, concurrency, args.duration, bench_dir)
-                # Server CPU per request: unlike req/s, it hardly moves with what else the machine runs.
-                ticks = cpu_ticks(server_pids) - ticks_before
-                figures["cpu_ms"] = ticks * 1000 / os.sysconf("SC_CLK_TCK") / max(figures["requests"], 1)
+                figures = measure(base_url, endpoint, concurrency, args.duration, bench_dir, sampler)
                 ceiling = None
                 if endpoint in CEILING_SCRIPTS:
                     ceiling = run_pgbench(url, endpoint, concurrency, args.duration, args.customers, business_id)
                 rows.append((endpoint, concurrency, figures, ceiling))
                 print(f"  {endpoint} c={concurrency}: {figures['rps']:.0f} req/s", flush=True)
         sampler.stopped.set()
+        workers = {pid: rss for pid, rss in sampler.peak.items() if pid != process.pid}
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+        process = None
+
+        if args.floor:
+            # The same requests with nothing of ours but the SQL (bench/floor.py), on the same data.
+            process = floor.start(port, args.workers, url.replace("postgresql+asyncpg://", "postgresql://"))
+            floor.wait_answering(base_url, f"/customers/{ids[0]}")
+            floor_sampler = RssSampler(process.pid)
+            for endpoint in [e for e in args.endpoints if e in CEILING_SCRIPTS]:
+                for concurrency in args.concurrency:
+                    figures = measure(base_url, endpoint, concurrency, args.duration, bench_dir, floor_sampler)
+                    ceiling = next(c for e, n, _, c in rows if (e, n) == (endpoint, concurrency))
+                    rows.append((f"floor {endpoint}", concurrency, figures, ceiling))
+                    print(f"  floor {endpoint} c={concurrency}: {figures['rps']:.0f} req/s", flush=True)
 
         print()
         print(f"customers={args.customers} workers={args.workers} duration={args.duration}s per cell")
         print(
-            f"{'endpoint':<8} {'conc':>4} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} "
+            f"{'endpoint':<11} {'conc':>4} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} "
             f"{'pgbench tps':>11} {'ratio':>6} {'server CPU ms/req':>17}"
         )
         for endpoint, concurrency, f, ceiling in rows:
             ratio = f"{f['rps'] / ceiling:.0%}" if ceiling else "-"
             ceiling_text = f"{ceiling:.0f}" if ceiling else "-"
             print(
-                f"{endpoint:<8} {concurrency:>4} {f['rps']:>8.0f} {f['p50_us'] / 1000:>7.2f} "
+                f"{endpoint:<11} {concurrency:>4} {f['rps']:>8.0f} {f['p50_us'] / 1000:>7.2f} "
                 f"{f['p99_us'] / 1000:>7.2f} {f['errors']:>6} {ceiling_text:>11} {ratio:>6} {f['cpu_ms']:>17.2f}"
             )
-        workers = {pid: rss for pid, rss in sampler.peak.items() if pid != process.pid}
         print("peak RSS per worker (MB): " + ", ".join(f"{rss / 2**20:.0f}" for rss in workers.values()))
     finally:
         if process is not None:

@@ -1,13 +1,21 @@
-"""The framework's floor: CPU per request of a bare FastAPI route, served as the service is served.
+"""The floor under the service: the same requests with nothing of ours but the SQL.
 
-    .venv/bin/python bench/floor.py [--duration 10] [--concurrency 16] [--workers 2]
+    .venv/bin/python bench/floor.py [--duration 10] [--concurrency 16] [--workers 2]   # the framework alone
+    .venv/bin/python bench/api.py --floor ...                                           # next to the service
 
-The app below has one route shaped like `GET /customers/{customer_id}` with one async dependency
-(it reads the Authorization header) and answers a constant JSON body: no database, no token
-check, no log line, no metrics. It runs under uvicorn with the service's production settings
-(uvloop, httptools, no access log, one worker per core) and is driven by the same wrk script as
-bench/api.py. Everything the service does per request comes on top of this figure, so it tells
-what a throughput target asks of the service on this machine (bench/README.md).
+The app below has the routes `GET /customers/{customer_id}` and `PATCH /customers/{customer_id}`,
+each with one async dependency (it reads the Authorization header), served by uvicorn with the
+service's production settings (uvloop, httptools, no access log, one worker per core) and driven
+by the same wrk script as bench/api.py. No token check, no access rules, no validation beyond
+FastAPI's path parameter, no log line, no metrics, no SQLAlchemy:
+
+- without `BEE_FLOOR_DATABASE_URL`, GET answers a constant body: the framework's own cost;
+- with it (bench/api.py --floor), GET runs the service's admin read and PATCH the service's
+  transaction (the read, the versioned UPDATE ... RETURNING, the outbox INSERT) through a plain
+  asyncpg pool, and both answer the row as JSON.
+
+Everything the service does per request comes on top of these figures, so they tell what a
+throughput target asks of the service on this machine (bench/README.md).
 """
 
 import argparse
@@ -18,29 +26,99 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
+import asyncpg
 import httpx
+import orjson
 from fastapi import Depends, FastAPI, Request
 from starlette.responses import Response
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 
-app = FastAPI()
+from bee_customers_service.customers.repository import _READ_ADMIN_PROFILE  # noqa: E402
+
+DATABASE_URL = os.environ.get("BEE_FLOOR_DATABASE_URL")
+UPDATE = (
+    "UPDATE customers SET full_name = $2, version = version + 1, updated_at = now()"
+    " WHERE id = $1 AND version = $3 RETURNING *"
+)
+INSERT_EVENT = (
+    "INSERT INTO outbox (event_id, event_name, business_id, customer_id, payload)"
+    " VALUES ($1, 'v1.customer.updated', $2, $3, $4::jsonb)"
+)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    app.state.pool = await asyncpg.create_pool(DATABASE_URL, min_size=10, max_size=10) if DATABASE_URL else None
+    yield
+    if app.state.pool is not None:
+        await app.state.pool.close()
+
+
+app = FastAPI(lifespan=lifespan)
 
 
 async def caller(request: Request) -> str:
     return request.headers.get("authorization", "")
 
 
+def _json(row: asyncpg.Record) -> Response:
+    return Response(orjson.dumps(dict(row), default=str), media_type="application/json")
+
+
 @app.get("/customers/{customer_id}")
-async def read(customer_id: uuid.UUID, _caller: str = Depends(caller)) -> Response:
-    return Response(b'{"id": "%s"}' % str(customer_id).encode(), media_type="application/json")
+async def read(customer_id: uuid.UUID, request: Request, _caller: str = Depends(caller)) -> Response:
+    pool = request.app.state.pool
+    if pool is None:
+        return Response(b'{"id": "%s"}' % str(customer_id).encode(), media_type="application/json")
+    async with pool.acquire() as connection:
+        return _json(await connection.fetchrow(_READ_ADMIN_PROFILE, customer_id))
+
+
+@app.patch("/customers/{customer_id}")
+async def update(customer_id: uuid.UUID, request: Request, _caller: str = Depends(caller)) -> Response:
+    changes = orjson.loads(await request.body())
+    async with request.app.state.pool.acquire() as connection, connection.transaction():
+        current = await connection.fetchrow(_READ_ADMIN_PROFILE, customer_id)
+        updated = await connection.fetchrow(UPDATE, customer_id, changes["full_name"], current["version"])
+        event = {"event": "v1.customer.updated", "customer_id": str(customer_id), "fields_changed": ["full_name"]}
+        await connection.execute(
+            INSERT_EVENT, uuid.uuid4(), current["business_id"], customer_id, orjson.dumps(event).decode()
+        )
+    return _json(updated)
+
+
+def start(port: int, workers: int, database_url: str | None = None) -> subprocess.Popen:
+    """uvicorn serving the app above, as `bee-customers serve` serves the service."""
+    command = [sys.executable, "-m", "uvicorn", "floor:app", "--app-dir", str(BENCH), "--port", str(port)]
+    command += ["--workers", str(workers), "--loop", "uvloop", "--http", "httptools", "--no-access-log"]
+    env = {**os.environ}
+    if database_url:
+        env["BEE_FLOOR_DATABASE_URL"] = database_url
+    return subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+
+
+def wait_answering(base_url: str, path: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            httpx.get(base_url + path, timeout=1).raise_for_status()
+            return
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                raise SystemExit("the floor app did not start") from None
+            time.sleep(0.2)
 
 
 def main() -> None:
-    from bench.api import RssSampler, cpu_ticks, run_wrk  # here: the app above imports nothing of ours
+    from bench.api import RssSampler, measure  # here: uvicorn imports this module for the app alone
     from tests.services import free_port
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -54,31 +132,17 @@ def main() -> None:
     for name in ("token.txt", "service_token.txt", "business.txt"):
         (bench_dir / name).write_text("unused")
     port = free_port()
-    command = [sys.executable, "-m", "uvicorn", "floor:app", "--app-dir", str(BENCH), "--port", str(port)]
-    command += ["--workers", str(args.workers), "--loop", "uvloop", "--http", "httptools", "--no-access-log"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    process = start(port, args.workers)
     base_url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"{base_url}/customers/{uuid.uuid4()}", timeout=1).raise_for_status()
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    raise SystemExit("the floor app did not start") from None
-                time.sleep(0.2)
+        wait_answering(base_url, f"/customers/{uuid.uuid4()}")
         sampler = RssSampler(process.pid)
         print(f"{'conc':>4} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} {'server CPU ms/req':>17}")
         for concurrency in args.concurrency:
-            run_wrk(base_url, "get", concurrency, 2, bench_dir)  # warm-up
-            pids = sampler.pids()
-            before = cpu_ticks(pids)
-            f = run_wrk(base_url, "get", concurrency, args.duration, bench_dir)
-            cpu_ms = (cpu_ticks(pids) - before) * 1000 / os.sysconf("SC_CLK_TCK") / max(f["requests"], 1)
+            f = measure(base_url, "get", concurrency, args.duration, bench_dir, sampler)
             print(
                 f"{concurrency:>4} {f['rps']:>8.0f} {f['p50_us'] / 1000:>7.2f} {f['p99_us'] / 1000:>7.2f} "
-                f"{f['errors']:>6} {cpu_ms:>17.3f}"
+                f"{f['errors']:>6} {f['cpu_ms']:>17.3f}"
             )
     finally:
         os.killpg(process.pid, signal.SIGTERM)

@@ -17,6 +17,10 @@ function init(args)
 end
 
 local queries = {"ana", "popescu", "ion", "maria", "stefan", "gheorghe", "elena", "andrei"}
+-- A PATCH renames the customer to a real name (the same two lists as bench/api.py's pgbench
+-- script): a made-up word in every name would make each rename prove its old word is gone.
+local first_names = {"Ana", "Maria", "Ion", "Andrei", "Elena", "Mihai", "Ioana", "Alexandru", "Cristina", "Gheorghe", "Stefan", "Daniela", "Vlad", "Irina", "Radu", "Monica"}
+local last_names = {"Popescu", "Ionescu", "Popa", "Pop", "Dumitru", "Stan", "Stoica", "Gheorghe", "Rusu", "Munteanu", "Matei", "Constantin", "Serban", "Moldovan", "Lupu", "Marin"}
 
 function request()
   counter = counter + 1
@@ -25,7 +29,8 @@ function request()
   if endpoint == "get" then
     return wrk.format("GET", "/customers/" .. id, auth)
   elseif endpoint == "patch" then
-    local body = string.format('{"full_name": "Bench Name %d"}', math.random(1, 1000000000))
+    local body = string.format('{"full_name": "%s %s"}',
+      first_names[math.random(1, #first_names)], last_names[math.random(1, #last_names)])
     return wrk.format("PATCH", "/customers/" .. id, auth, body)
   elseif endpoint == "post" then
     local service = {["Authorization"] = "Bearer " .. service_token, ["Content-Type"] = "application/json"}
