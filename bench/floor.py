@@ -46,6 +46,7 @@ UPDATE = (
     "UPDATE customers SET full_name = $2, version = version + 1, updated_at = now()"
     " WHERE id = $1 AND version = $3 RETURNING *"
 )
+LOCKED_READ = "SELECT version FROM customers WHERE id = $1 FOR UPDATE"
 INSERT_EVENT = (
     "INSERT INTO outbox (event_id, event_name, business_id, customer_id, payload)"
     " VALUES ($1, 'v1.customer.updated', $2, $3, $4::jsonb)"
@@ -86,6 +87,9 @@ async def update(customer_id: uuid.UUID, request: Request, _caller: str = Depend
     async with request.app.state.pool.acquire() as connection, connection.transaction():
         current = await connection.fetchrow(_READ_ADMIN_PROFILE, customer_id)
         updated = await connection.fetchrow(UPDATE, customer_id, changes["full_name"], current["version"])
+        if updated is None:  # another PATCH got in between: as the service does, decide on the locked row
+            current = await connection.fetchrow(LOCKED_READ, customer_id)
+            updated = await connection.fetchrow(UPDATE, customer_id, changes["full_name"], current["version"])
         event = {"event": "v1.customer.updated", "customer_id": str(customer_id), "fields_changed": ["full_name"]}
         await connection.execute(
             INSERT_EVENT, uuid.uuid4(), current["business_id"], customer_id, orjson.dumps(event).decode()

@@ -61,18 +61,20 @@ FUNCTIONS = (
     # Of the words in `gone` (business_id, word), drop those no customer of the business holds any
     # more. The three word indexes answer for the first, second and last word; a middle word of a
     # name of four or more words is looked for through the trigram index, only for a word that is in
-    # none of those places (a rare word: an erased customer's own surname). Words under three
-    # characters are kept: they hold no trigram, so proving them gone would scan every name of the
-    # business (453 ms at a million customers, measured), and a stale word costs the typo phase a
-    # lookup that finds no one.
-    """CREATE OR REPLACE FUNCTION public.bee_name_words_forget(businesses uuid[], words text[]) RETURNS void
+    # none of those places (a rare word: an erased customer's own surname). With `keep_short` (a
+    # rename), words under three characters are kept: they hold no trigram, so proving them gone
+    # scans every name of the business (453 ms at a million customers, measured), and a stale word
+    # costs the typo phase a lookup that finds no one. An erasure pays that scan: none of an erased
+    # customer's words may stay behind unless another customer holds them.
+    """CREATE OR REPLACE FUNCTION public.bee_name_words_forget(
+        businesses uuid[], words text[], keep_short boolean DEFAULT false) RETURNS void
     LANGUAGE plpgsql VOLATILE
     AS $$
     DECLARE
         gone record;
     BEGIN
         FOR gone IN SELECT DISTINCT * FROM unnest(businesses, words) AS g(business_id, word) ORDER BY 1, 2 LOOP
-            CONTINUE WHEN length(gone.word) < 3;
+            CONTINUE WHEN keep_short AND length(gone.word) < 3;
             CONTINUE WHEN EXISTS (SELECT 1 FROM public.customers c WHERE c.business_id = gone.business_id
                                   AND public.bee_name_word(c.search_name, 1) COLLATE "C" = gone.word);
             CONTINUE WHEN EXISTS (SELECT 1 FROM public.customers c WHERE c.business_id = gone.business_id
@@ -112,7 +114,7 @@ FUNCTIONS = (
         SELECT NEW.business_id, w FROM unnest(public.bee_name_words(NEW.search_name)) AS w
         ORDER BY 1, 2
         ON CONFLICT DO NOTHING;
-        PERFORM public.bee_name_words_forget(array_agg(OLD.business_id), array_agg(w))
+        PERFORM public.bee_name_words_forget(array_agg(OLD.business_id), array_agg(w), keep_short => true)
         FROM unnest(public.bee_name_words(OLD.search_name)) AS w;
         RETURN NULL;
     END $$""",
@@ -171,7 +173,7 @@ def downgrade() -> None:
         "bee_customers_words_renamed()",
         "bee_customers_words_deleted()",
         "bee_customers_words_inserted()",
-        "bee_name_words_forget(uuid[], text[])",
+        "bee_name_words_forget(uuid[], text[], boolean)",
         "bee_name_words(text)",
         "bee_prefix_upper(text)",
     ):

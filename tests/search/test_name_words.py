@@ -210,9 +210,10 @@ def test_a_request_value_outside_a_named_parameter_is_refused():
         _cached(("test", uuid.uuid4()), lambda: select(Customer.id).where(Customer.full_name == "Ana"))
 
 
-async def test_words_under_three_characters_are_kept_when_their_last_holder_goes(client, world, execute, fetch):
-    """Proving a short word gone would scan every name of the business (no trigram to look it up
-    by); a stale short word only costs the typo phase a lookup that finds no one."""
+async def test_a_rename_keeps_words_under_three_characters_an_erasure_does_not(client, world, execute, fetch):
+    """Proving a short word gone scans every name of the business (no trigram to look it up by):
+    a rename leaves it (a stale word only costs the typo phase a lookup that finds no one), an
+    erasure pays for it (nothing of an erased customer may stay behind)."""
     renamed = await _customer(client, world, execute, name="Ana Zq Xenofonta Pop", email="z@x.ro")
     response = await client.patch(
         f"/customers/{renamed['id']}", json={"full_name": "Ana Pop"}, headers=world.admin.headers
@@ -220,3 +221,8 @@ async def test_words_under_three_characters_are_kept_when_their_last_holder_goes
     assert response.status_code == 200, response.text
     assert await _words(fetch, world.business_id) == ["ana", "pop", "zq"]  # "xenofonta" is gone
     assert _names(await _search(client, world, query="zq")) == []
+
+    erased = await _customer(client, world, execute, name="Li Wu Tanaka", email="l@x.ro")
+    assert await _words(fetch, world.business_id) == ["ana", "li", "pop", "tanaka", "wu", "zq"]
+    assert (await client.delete(f"/customers/{erased['id']}", headers=world.admin.headers)).status_code == 204
+    assert await _words(fetch, world.business_id) == ["ana", "pop", "zq"]
