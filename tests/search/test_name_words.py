@@ -2,21 +2,10 @@
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
-from sqlalchemy import text
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
-
-
-@pytest.fixture
-def execute(engine):
-    async def run(sql: str, **params: Any) -> None:
-        async with engine.begin() as connection:
-            await connection.execute(text(sql), params)
-
-    return run
 
 
 async def _customer(client, world, execute, *, name, email, day=0):

@@ -3,21 +3,10 @@
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
 
 import pytest
-from sqlalchemy import text
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
-
-
-@pytest.fixture
-def execute(engine):
-    async def run(sql: str, **params: Any) -> None:
-        async with engine.begin() as connection:
-            await connection.execute(text(sql), params)
-
-    return run
 
 
 async def _customer(client, world, execute, *, name, email, phone=None, gender=None, day=0, stats=None, tags=()):
