@@ -52,6 +52,8 @@ class _BodyTooLarge(HTTPException):
 
 
 class RequestMiddleware:
+    """Everything the service does around each HTTP request (the module docstring lists it)."""
+
     def __init__(self, app: ASGIApp, *, max_body_bytes: int, metrics: RequestMetrics) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
