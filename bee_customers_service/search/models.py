@@ -18,8 +18,8 @@ class CustomerNameWord(Base):
     __tablename__ = "customer_name_words"
 
     business_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
-    # A word of a customer's search_name that the word indexes resolve: the first, the second, or
-    # the last of three or more (`bee_name_words`). "C" collation, like those indexes' keys.
+    # A distinct word of a customer's search_name (`bee_name_words`: every word, split on spaces).
+    # "C" collation, like the keys of the word indexes that resolve it to customers.
     word: Mapped[str] = mapped_column(Text(collation="C"), primary_key=True)
 
     __table_args__ = (

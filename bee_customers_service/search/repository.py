@@ -82,9 +82,6 @@ _PHONE_LIKE = re.compile(r"^[0-9+()./\- ]+$")
 _WORDS = re.compile(r"^[^\W\d_]+(?:[ '\-]+[^\W\d_]+)*$")  # letters, with spaces/hyphens/apostrophes between
 MIN_TRIGRAM_QUERY = 3
 TYPO_TIER = 300
-# At most this many almost-matches (the typo tier) are ranked per page: a typo in a common surname
-# is "almost" thousands of names at a million customers. Below the cap the order is exact.
-TYPO_CANDIDATES = 100
 WORD_SIMILARITY_THRESHOLD = 0.5  # pg_trgm's default 0.6 misses a dropped letter in a 7-letter name
 # A one-word typo query is compared with the business's distinct name words (customer_name_words);
 # at most this many similar words, most similar first, are resolved to customers.
@@ -263,7 +260,7 @@ def _match(query: TextQuery, business_id: uuid.UUID) -> ColumnElement[bool]:
         # The same almost-matches as the typo phase's: a first, second or last word among the similar ones.
         similar = select(_similar_words(query, business_id).c.word).scalar_subquery()
         wanted[-1] = or_(first.in_(similar), second.in_(similar), and_(_LAST_WORD_INDEXED, last.in_(similar)))
-    elif TYPO_TIER in tiers and len(_parts(query)) >= 2:
+    elif TYPO_TIER in tiers:
         # ... and for several words: first two words a similar pair, similar enough as a whole.
         pairs = _similar_pairs(query, business_id)
         similarity = func.word_similarity(func.bee_search_normalise(_q(query)), Customer.search_name)
@@ -273,34 +270,23 @@ def _match(query: TextQuery, business_id: uuid.UUID) -> ColumnElement[bool]:
     return or_(*wanted)
 
 
-def _similarity_rank(query: TextQuery) -> ColumnElement[int]:
-    similarity = func.word_similarity(func.bee_search_normalise(_q(query)), Customer.search_name)
-    return cast(func.round(similarity * TYPO_TIER), Integer)
-
-
 def _rank(query: TextQuery) -> ColumnElement[int]:
-    """The first tier a row meets; typo-tolerant matches rank by how similar they are (0..300)."""
-    tiers = _tiers(query)
-    if tiers[-1][0] == TYPO_TIER:
-        *exact, _ = tiers
-        fallback: ColumnElement[Any] = _similarity_rank(query)
-    else:
-        exact, fallback = tiers, literal(0)
-    return case(*((condition, rank) for rank, condition in exact), else_=fallback)
+    """The first tier a row meets, for the one-statement path (`_page_statement`): phone fragments
+    and queries with "@", which have no typo tier (name queries are ranked phase by phase)."""
+    return case(*((condition, rank) for rank, condition in _tiers(query)), else_=literal(0))
 
 
 @dataclass(frozen=True)
 class _Phase:
     """Rows of a contiguous run of tiers (ranks `lowest`..`highest`), found by `branches`: each branch
     is one index path, and excludes the rows of the branches (and phases) before it. `rank` is
-    exact for the phase's rows. `cap` bounds how many rows of the phase are ranked."""
+    exact for the phase's rows."""
 
     highest: int
     lowest: int
     branches: tuple[ColumnElement[bool], ...]
     rank: ColumnElement[int]
-    cap: int | None = None
-    by_words: bool = False  # the typo phase of a one-word query: `_typo_words_statement`
+    by_words: bool = False  # the typo phase: resolved through the name words, not `branches`
 
 
 def _held_by_a_word(query: TextQuery, business_id: uuid.UUID) -> ColumnElement[bool]:
@@ -361,12 +347,8 @@ def _phases(query: TextQuery, business_id: uuid.UUID) -> list[_Phase]:
         phases.append(_Phase(500, 500, (and_(terms.email_substring, ~seen, ~terms.email_prefix),), literal(500)))
         seen = or_(seen, terms.email_substring)
     if terms.typo is not None:
-        if _one_word(query) or len(_parts(query)) >= 2:
-            phases.append(_Phase(TYPO_TIER, 0, (~seen,), literal(0), by_words=True))
-        else:
-            phases.append(
-                _Phase(TYPO_TIER, 0, (and_(terms.typo, ~seen),), _similarity_rank(query), cap=TYPO_CANDIDATES)
-            )
+        # Built by `_typo_words_statement` (one word) or `_typo_pairs_statement` (several words).
+        phases.append(_Phase(TYPO_TIER, 0, (~seen,), literal(0), by_words=True))
     return phases
 
 
@@ -736,7 +718,7 @@ def _phase_statement(
         # the business's (created_at, id) index newest first, filtering every row, because it
         # estimates a LIKE pattern matches ~1% of the business: "george.ha%" (180 rows at a
         # million) walked 176,000 rows for 21 (690 ms; 10 ms with the fence).
-        candidates = candidates.limit(phase.cap) if phase.cap is not None else candidates.offset(0)
+        candidates = candidates.offset(0)
         branches.append(candidates)
     return _with_columns(union_all(*branches) if len(branches) > 1 else branches[0], direction, limit)
 
@@ -883,8 +865,8 @@ async def _phased_page(
     ones cannot fill the page, so a common word is served by the btree phase alone. Ranks of later
     phases are all lower, so the page is exactly what ranking every match would give. The typo tier
     is bounded: for a one-word query, the SIMILAR_WORDS most similar name words, through a name's
-    first, second and last word (`_typo_words_statement`); for a longer query, at most
-    TYPO_CANDIDATES rows are ranked."""
+    first, second and last word (`_typo_words_statement`); for a longer query, the pairs of the
+    SIMILAR_PAIR_WORDS most similar words of its first two words (`_typo_pairs_statement`)."""
     key = SORT_KEYS[sort]
     shape = (_query_shape(query), _filters_shape(filters), sort, direction)
     phases: list[_Phase] = _cached(("phases", *shape), partial(_phases, query, filters.business_id))
