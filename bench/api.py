@@ -49,24 +49,28 @@ CUSTOMER = "md5(:business::text || ':' || :n::text)::uuid"
 # The GET statement itself, taken from the service (the ORM read at the start of a PATCH has the
 # same shape: the customer's columns with the same two subqueries).
 ADMIN_READ = customers_repository._READ_ADMIN_PROFILE.replace("$1", CUSTOMER) + ";"
-# PATCH renames to a real name drawn from these lists (the wrk script has the same lists).
-FIRST_NAMES = "Ana Maria Ion Andrei Elena Mihai Ioana Alexandru Cristina Gheorghe Stefan Daniela Vlad Irina Radu Monica"
-LAST_NAMES = (
-    "Popescu Ionescu Popa Pop Dumitru Stan Stoica Gheorghe Rusu Munteanu Matei Constantin Serban Moldovan Lupu Marin"
-)
-RENAME_FIRST = "ARRAY[" + ", ".join(f"'{name}'" for name in FIRST_NAMES.split()) + "]"
-RENAME_LAST = "ARRAY[" + ", ".join(f"'{name}'" for name in LAST_NAMES.split()) + "]"
+# PATCH renames the customer to a real name drawn from the seeder's lists, in pgbench and in wrk
+# (main() writes them for the wrk script): a made-up word in every name would make each rename
+# prove, through the name-words trigger, that no other customer still holds the old one.
+FIRST_NAMES = seed.FIRST_NAMES_FEMALE + seed.FIRST_NAMES_MALE
+LAST_NAMES = seed.LAST_NAMES
+
+
+def _sql_array(names: list[str]) -> str:
+    return "ARRAY[" + ", ".join("'" + name.replace("'", "''") + "'" for name in names) + "]"
+
+
 CEILING_SCRIPTS = {
     "get": f"""\\set n random(1, :scale)
 {ADMIN_READ}
 """,
     "patch": f"""\\set n random(1, :scale)
-\\set f random(1, 16)
-\\set l random(1, 16)
+\\set f random(1, {len(FIRST_NAMES)})
+\\set l random(1, {len(LAST_NAMES)})
 BEGIN;
 {ADMIN_READ}
-UPDATE customers SET full_name = ({RENAME_FIRST})[:f] || ' ' || ({RENAME_LAST})[:l], version = version + 1,
-                     updated_at = now()
+UPDATE customers SET full_name = ({_sql_array(FIRST_NAMES)})[:f] || ' ' || ({_sql_array(LAST_NAMES)})[:l],
+                     version = version + 1, updated_at = now()
   WHERE id = {CUSTOMER} AND version = version RETURNING *;
 INSERT INTO outbox (event_id, event_name, business_id, customer_id, payload)
   VALUES (gen_random_uuid(), 'v1.customer.updated', :business::uuid, {CUSTOMER},
@@ -238,6 +242,8 @@ def main() -> None:
         (bench_dir / "token.txt").write_text(admin)
         (bench_dir / "service_token.txt").write_text(service)
         (bench_dir / "business.txt").write_text(str(business_id))
+        (bench_dir / "first_names.txt").write_text("\n".join(FIRST_NAMES))
+        (bench_dir / "last_names.txt").write_text("\n".join(LAST_NAMES))
 
         port = free_port()
         env = {
