@@ -1,5 +1,7 @@
 """Liveness and readiness probes."""
 
+import gc
+
 from bee_customers_service.app import create_app
 from tests.conftest import client_for, make_settings, running_app
 from tests.services import free_port
@@ -30,11 +32,6 @@ async def test_readyz_is_503_when_database_does_not_answer():
 
 async def test_a_started_app_keeps_its_start_up_objects_out_of_the_collector(database_url):
     """gc.freeze() after start-up: a full collection no longer walks the app's long-lived objects."""
-    import gc
-
-    from bee_customers_service.app import create_app
-    from tests.conftest import make_settings, running_app
-
     app = create_app(make_settings(database_url))
     async with running_app(app):
         assert gc.get_freeze_count() > 0
