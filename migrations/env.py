@@ -24,7 +24,7 @@ def _run(connection) -> None:  # type: ignore[no-untyped-def]
 
 
 async def _run_online() -> None:
-    engine = create_async_engine(_url())
+    engine = create_async_engine(_url(), hide_parameters=True)
     async with engine.connect() as connection:
         await connection.run_sync(_run)
     await engine.dispose()

@@ -4,17 +4,21 @@ Services raise `DomainError` subclasses; repositories never raise HTTP errors; t
 below turn every failure (domain, validation, routing, unexpected) into a problem document.
 """
 
+import traceback
 from http import HTTPStatus
 from typing import Any
 from uuid import UUID
 
+import asyncpg
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Scope
 
-from bee_customers_service.core.context import current_trace_id
+from bee_customers_service.core.context import current_request_id, current_trace_id
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_TYPE_BASE = "https://errors.beeconect.dev/customers/"
@@ -108,6 +112,7 @@ def problem(
         "detail": detail or title or phrase,
         "instance": request.url.path if request is not None else None,
         "trace_id": current_trace_id(),
+        "request_id": current_request_id(),
     }
     body.update(extra)
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
@@ -165,9 +170,86 @@ async def _http_error_handler(request: Request, exc: StarletteHTTPException) -> 
     return problem(request, status=exc.status_code, detail=detail, headers=getattr(exc, "headers", None))
 
 
+# A database that does not answer: the client may retry shortly, it is not a bug of ours.
+_ASYNCPG_UNAVAILABLE = (
+    asyncpg.exceptions.PostgresConnectionError,  # 08xxx, ConnectionDoesNotExistError among them
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.TooManyConnectionsError,
+)
+# Local file errors are OSErrors too, and say nothing about the database.
+_FILE_ERRORS = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)
+DATABASE_RETRY_AFTER_SECONDS = 1
+
+
+class DatabaseUnavailable(Exception):
+    """Raised (from the driver's error) where the database connection is known to be gone."""
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen and len(seen) < 10:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    """Whether a failure means the database does not answer (refused, gone, shut down, pool empty)."""
+    for link in _chain(exc):
+        if isinstance(link, (DatabaseUnavailable, sa_exc.TimeoutError, *_ASYNCPG_UNAVAILABLE)):
+            return True
+        if isinstance(link, sa_exc.DBAPIError) and link.connection_invalidated:
+            return True
+        if isinstance(link, OSError) and not isinstance(link, _FILE_ERRORS):
+            return True
+    return False
+
+
+def _safe_frames(exc: BaseException, limit: int = 12) -> list[str]:
+    """Where it failed (file:line function), without any exception message: DBAPI messages may hold
+    SQL parameters or the offending values (`DETAIL: Key (email)=(...)`)."""
+    frames = traceback.extract_tb(exc.__traceback__)[-limit:]
+    return [f"{frame.filename}:{frame.lineno} {frame.name}" for frame in frames]
+
+
+def unexpected_problem(exc: BaseException, scope: Scope) -> JSONResponse:
+    """The last line of defence: log one line (ids, route, exception type; never values) and answer
+    503 when the database does not answer, 500 otherwise."""
+    route = getattr(scope.get("route"), "path", None) or "unmatched"
+    method = scope.get("method")
+    chain = [type(link).__name__ for link in _chain(exc)]
+    if is_database_unavailable(exc):
+        log.warning(
+            "database_unavailable", route=route, method=method, error_type=type(exc).__name__, error_chain=chain
+        )
+        return problem(
+            None,
+            status=503,
+            title="Database unavailable",
+            type_slug="database-unavailable",
+            detail="The database does not answer; retry shortly.",
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+            instance=scope.get("path"),
+        )
+    log.error(
+        "unhandled_error",
+        route=route,
+        method=method,
+        error_type=type(exc).__name__,
+        error_chain=chain,
+        frames=_safe_frames(exc),
+    )
+    return problem(
+        None, status=500, detail="An unexpected error occurred; it has been logged.", instance=scope.get("path")
+    )
+
+
 async def _unexpected_error_handler(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled_error", error_type=type(exc).__name__)
-    return problem(request, status=500, detail="An unexpected error occurred; it has been logged.")
+    # Reached only for failures outside RequestMiddleware (which answers the others itself).
+    return unexpected_problem(exc, request.scope)
 
 
 def install_error_handlers(app: FastAPI) -> None:

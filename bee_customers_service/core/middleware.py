@@ -33,7 +33,7 @@ from bee_customers_service.core.context import (
     trace_id_var,
     user_agent_var,
 )
-from bee_customers_service.core.errors import domain_problem, problem
+from bee_customers_service.core.errors import domain_problem, problem, unexpected_problem
 from bee_customers_service.core.observability import RequestMetrics
 from bee_customers_service.core.ratelimit import RateLimited
 
@@ -114,6 +114,14 @@ class RequestMiddleware:
             except _BodyTooLarge:
                 if not response_started:
                     await self._too_large(scope)(scope, receive, send_with_ids)
+            except Exception as exc:
+                # The last line of defence, here rather than in Starlette's outer error middleware
+                # so the answer still carries the ids (body and headers) and is logged safely.
+                # Not re-raised: the server's own traceback would print the DBAPI message.
+                if response_started:
+                    unexpected_problem(exc, scope)  # logs; nothing more can be said to the client
+                    return
+                await unexpected_problem(exc, scope)(scope, receive, send_with_ids)
         finally:
             self._record(scope, status, time.perf_counter() - started)
             for var, token in zip((trace_id_var, request_id_var, client_ip_var, user_agent_var), tokens, strict=True):
