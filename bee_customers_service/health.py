@@ -28,7 +28,16 @@ async def _database_ready(request: Request) -> dict[str, Any]:
     return {"status": "up"}
 
 
-@router.get("/readyz", summary="Readiness: the database answers (503 when it does not)")
+@router.get(
+    "/readyz",
+    summary="Readiness: the database answers (503 when it does not)",
+    responses={
+        503: {
+            "description": "Not ready: the same report.",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
+    },
+)
 async def readyz(request: Request) -> JSONResponse:
     checks: dict[str, Any] = {"database": await _database_ready(request)}
     for name, probe in request.app.state.readiness_reporters.items():

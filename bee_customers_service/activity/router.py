@@ -8,18 +8,29 @@ from starlette.responses import Response
 from bee_customers_service.activity import service
 from bee_customers_service.activity.schemas import CustomerStats, HistoryPage
 from bee_customers_service.core.dependencies import SessionDep, SettingsDep
+from bee_customers_service.core.openapi import problems
 from bee_customers_service.core.responses import json_response
 from bee_customers_service.customers.dependencies import AdminCustomer, SelfOrAdminCustomer
 
 router = APIRouter(prefix="/customers", tags=["activity"])
 
 
-@router.get("/{customer_id}/stats", response_model=CustomerStats, summary="Statistics, frequency and RFM segment")
+@router.get(
+    "/{customer_id}/stats",
+    response_model=CustomerStats,
+    responses=problems(404),
+    summary="Statistics, frequency and RFM segment",
+)
 async def get_stats(customer: SelfOrAdminCustomer, session: SessionDep, settings: SettingsDep) -> Response:
     return json_response(await service.stats(session, customer, settings=settings))
 
 
-@router.get("/{customer_id}/history", response_model=HistoryPage, summary="Orders and appointments, newest first")
+@router.get(
+    "/{customer_id}/history",
+    response_model=HistoryPage,
+    responses=problems(404),
+    summary="Orders and appointments, newest first",
+)
 async def get_history(
     customer: SelfOrAdminCustomer,
     session: SessionDep,
@@ -33,6 +44,7 @@ async def get_history(
 @router.post(
     "/{customer_id}/stats/recompute",
     response_model=CustomerStats,
+    responses=problems(404),
     summary="Rebuild the aggregates from the activity rows (admins)",
 )
 async def recompute_stats(customer: AdminCustomer, session: SessionDep, settings: SettingsDep) -> Response:

@@ -13,6 +13,7 @@ from bee_customers_service.avatars.storage import CACHE_FOREVER, CONTENT_TYPES, 
 from bee_customers_service.avatars.upload import read_file_field
 from bee_customers_service.core.dependencies import SessionDep, SettingsDep
 from bee_customers_service.core.errors import NotFound
+from bee_customers_service.core.openapi import problems
 from bee_customers_service.core.ratelimit import path_param, rate_limit
 from bee_customers_service.core.responses import json_response
 from bee_customers_service.core.security import Principal, require_customer_or_admin_role
@@ -63,6 +64,7 @@ _upload_rate_limit = rate_limit(
     summary="Upload an avatar (multipart `file`: JPEG, PNG or WebP; at most 1 MiB)",
     openapi_extra={"requestBody": _UPLOAD_BODY},
     responses={
+        **problems(404),
         413: {"description": "The file is over the size limit."},
         415: {"description": "Not a JPEG, PNG or WebP image, or it does not decode."},
         422: {"description": "Empty file, or more pixels than allowed (decompression bombs included)."},
@@ -101,6 +103,7 @@ async def upload_avatar(
 @router.delete(
     "/{customer_id}/avatar",
     status_code=204,
+    responses=problems(404),
     summary="Remove the uploaded avatar (back to the generated one)",
 )
 async def delete_avatar(
@@ -129,6 +132,7 @@ def _etag_matches(if_none_match: str | None, etag: str) -> bool:
         200: {"content": {"image/svg+xml": {}}, "description": "The generated avatar (with an ETag)."},
         302: {"description": "Redirect to the uploaded image."},
         304: {"description": "The generated avatar has not changed (If-None-Match)."},
+        **problems(404),
     },
 )
 async def get_avatar(

@@ -8,6 +8,7 @@ from starlette.responses import Response
 
 from bee_customers_service.core.dependencies import DatabaseDep, SessionDep, SettingsDep, require_json
 from bee_customers_service.core.errors import PreconditionFailed
+from bee_customers_service.core.openapi import problems
 from bee_customers_service.core.ratelimit import RateLimiter
 from bee_customers_service.core.responses import etag, json_response, parse_if_match
 from bee_customers_service.core.security import Principal, require_customer_or_admin_role, require_service
@@ -25,6 +26,7 @@ _views = {200: {"model": AdminCustomerView, "description": "Admins get tags and 
     status_code=201,
     response_model=CustomerView,
     dependencies=[Depends(require_json)],
+    responses=problems(409),
     summary="Create a customer profile (internal services)",
 )
 async def create_customer(
@@ -41,7 +43,9 @@ async def create_customer(
     )
 
 
-@router.get("/{customer_id}", response_model=CustomerView, responses=_views, summary="Read a profile")
+@router.get(
+    "/{customer_id}", response_model=CustomerView, responses={**_views, **problems(404)}, summary="Read a profile"
+)
 async def get_customer(
     customer_id: uuid.UUID,
     database: DatabaseDep,
@@ -66,7 +70,7 @@ async def _patch_rate_limits(
 @router.patch(
     "/{customer_id}",
     response_model=CustomerView,
-    responses=_views,
+    responses={**_views, **problems(404, 412)},
     dependencies=[Depends(require_json), Depends(_patch_rate_limits)],
     summary="Update a profile (partial; honours If-Match)",
 )

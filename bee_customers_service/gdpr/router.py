@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from bee_customers_service.core.dependencies import PrincipalDep, SessionDep, SettingsDep
+from bee_customers_service.core.openapi import problems
 from bee_customers_service.core.responses import json_response
 from bee_customers_service.core.security import Principal, require_customer_or_admin_role, require_self_or_service
 from bee_customers_service.customers.dependencies import SelfOrAdminCustomer
@@ -15,6 +16,11 @@ from bee_customers_service.gdpr import service
 from bee_customers_service.gdpr.schemas import GdprRequestView
 
 router = APIRouter(tags=["gdpr"])
+
+_EXPORT_JSON = {
+    "description": "A JSON attachment (Content-Disposition) with everything held.",
+    "content": {"application/json": {"schema": {"type": "object"}}},
+}
 
 
 def _attachment(document: dict[str, Any], filename: str) -> Response:
@@ -29,7 +35,11 @@ def _erased(record_id: uuid.UUID) -> Response:
     return Response(status_code=204, headers={"Location": f"/gdpr/requests/{record_id}"})
 
 
-@router.get("/customers/{customer_id}/export", summary="Export everything held about a customer")
+@router.get(
+    "/customers/{customer_id}/export",
+    responses={200: _EXPORT_JSON, **problems(404)},
+    summary="Export everything held about a customer",
+)
 async def export_customer(
     customer: SelfOrAdminCustomer,
     session: SessionDep,
@@ -40,7 +50,7 @@ async def export_customer(
     return _attachment(document, f"customer-{customer.id}.json")
 
 
-@router.delete("/customers/{customer_id}", status_code=204, summary="Erase a customer (GDPR)")
+@router.delete("/customers/{customer_id}", status_code=204, responses=problems(404), summary="Erase a customer (GDPR)")
 async def erase_customer(
     request: Request,
     customer: SelfOrAdminCustomer,
@@ -53,7 +63,11 @@ async def erase_customer(
     return _erased(record.id)
 
 
-@router.get("/users/{user_id}/export", summary="Export a user's profiles in every business")
+@router.get(
+    "/users/{user_id}/export",
+    responses={200: _EXPORT_JSON},
+    summary="Export a user's profiles in every business",
+)
 async def export_user(
     user_id: uuid.UUID, session: SessionDep, settings: SettingsDep, principal: PrincipalDep
 ) -> Response:
@@ -71,7 +85,12 @@ async def erase_user(request: Request, user_id: uuid.UUID, session: SessionDep, 
     return _erased(record.id) if record is not None else Response(status_code=204)
 
 
-@router.get("/gdpr/requests/{request_id}", response_model=GdprRequestView, summary="An erasure record")
+@router.get(
+    "/gdpr/requests/{request_id}",
+    response_model=GdprRequestView,
+    responses=problems(404),
+    summary="An erasure record",
+)
 async def get_gdpr_request(request_id: uuid.UUID, session: SessionDep, principal: PrincipalDep) -> Response:
     record = await service.get_request(session, request_id=request_id, principal=principal)
     return json_response(GdprRequestView.model_validate(record))

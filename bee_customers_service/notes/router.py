@@ -7,6 +7,7 @@ from fastapi import APIRouter, Depends, Query
 from starlette.responses import Response
 
 from bee_customers_service.core.dependencies import SessionDep, SettingsDep, require_json
+from bee_customers_service.core.openapi import problems
 from bee_customers_service.core.responses import json_response
 from bee_customers_service.core.security import Principal, require_admin_role
 from bee_customers_service.customers.dependencies import AdminCustomer
@@ -19,7 +20,12 @@ AdminPrincipal = Annotated[Principal, Depends(require_admin_role)]
 
 
 @router.post(
-    "", status_code=201, response_model=NoteView, dependencies=[Depends(require_json)], summary="Add an internal note"
+    "",
+    status_code=201,
+    response_model=NoteView,
+    dependencies=[Depends(require_json)],
+    responses=problems(404),
+    summary="Add an internal note",
 )
 async def add_note(
     data: NoteCreate, customer: AdminCustomer, session: SessionDep, settings: SettingsDep, principal: AdminPrincipal
@@ -32,7 +38,7 @@ async def add_note(
     )
 
 
-@router.get("", response_model=NotePage, summary="Internal notes, newest first (keyset pages)")
+@router.get("", response_model=NotePage, responses=problems(404), summary="Internal notes, newest first (keyset pages)")
 async def list_notes(
     customer: AdminCustomer, session: SessionDep, params: Annotated[NoteListParams, Query()]
 ) -> Response:
@@ -40,7 +46,7 @@ async def list_notes(
     return json_response(NotePage(items=[NoteView.model_validate(n) for n in notes], next_cursor=next_cursor))
 
 
-@router.delete("/{note_id}", status_code=204, summary="Delete an internal note")
+@router.delete("/{note_id}", status_code=204, responses=problems(404), summary="Delete an internal note")
 async def delete_note(note_id: uuid.UUID, customer: AdminCustomer, session: SessionDep) -> Response:
     await service.delete_note(session, customer=customer, note_id=note_id)
     return Response(status_code=204)

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends, Query
 from starlette.responses import Response
 
 from bee_customers_service.core.dependencies import TransactionalSessionDep
+from bee_customers_service.core.openapi import problems
 from bee_customers_service.core.security import Principal, get_principal, require_admin
 from bee_customers_service.search import service
 from bee_customers_service.search.schemas import SearchPage, SearchParams
@@ -17,6 +18,7 @@ router = APIRouter(prefix="/customers", tags=["search"])
     "",
     response_model=SearchPage,
     response_model_exclude_none=True,
+    responses=problems(403),
     summary="Search and list a business's customers (keyset pages, relevance first with `query`)",
 )
 async def search_customers(

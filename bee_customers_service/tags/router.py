@@ -7,6 +7,7 @@ from fastapi import APIRouter, Depends
 from starlette.responses import Response
 
 from bee_customers_service.core.dependencies import SessionDep, require_json
+from bee_customers_service.core.openapi import problems
 from bee_customers_service.core.responses import json_response
 from bee_customers_service.core.security import Principal, require_admin_role
 from bee_customers_service.customers.dependencies import AdminCustomer
@@ -23,6 +24,8 @@ AdminPrincipal = Annotated[Principal, Depends(require_admin_role)]
     status_code=201,
     response_model=TagView | TagList,
     dependencies=[Depends(require_json)],
+    operation_id="add_tag",
+    responses=problems(404, 409),
     summary="Tag a customer: `label` answers the tag, `labels` answers `{items}`",
 )
 async def add_tags(
@@ -39,13 +42,13 @@ async def add_tags(
     return json_response(TagList(items=[TagView.model_validate(t) for t in created]), status_code=201)
 
 
-@router.get("", response_model=TagList, summary="The customer's tags, oldest first")
+@router.get("", response_model=TagList, responses=problems(404), summary="The customer's tags, oldest first")
 async def list_tags(customer: AdminCustomer, session: SessionDep) -> Response:
     tags = await service.list_tags(session, customer=customer)
     return json_response(TagList(items=[TagView.model_validate(t) for t in tags]))
 
 
-@router.delete("/{tag_id}", status_code=204, summary="Remove a tag")
+@router.delete("/{tag_id}", status_code=204, responses=problems(404), summary="Remove a tag")
 async def remove_tag(
     tag_id: uuid.UUID, customer: AdminCustomer, session: SessionDep, principal: AdminPrincipal
 ) -> Response:
