@@ -16,9 +16,11 @@ from bee_customers_service.avatars.router import router as avatars_router
 from bee_customers_service.avatars.storage import storage_from_settings
 from bee_customers_service.core.config import Settings, get_settings
 from bee_customers_service.core.db import Database, resolve_database_url
+from bee_customers_service.core.docs import install_docs
 from bee_customers_service.core.errors import install_error_handlers
 from bee_customers_service.core.middleware import RequestMiddleware
 from bee_customers_service.core.observability import configure_logging, install_metrics
+from bee_customers_service.core.openapi import install_openapi
 from bee_customers_service.core.ratelimit import RateLimiter
 from bee_customers_service.core.security import TokenVerifier
 from bee_customers_service.customers.router import router as customers_router
@@ -75,6 +77,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         summary="Every business's view of its customers: profiles, tags, notes, history, statistics, GDPR.",
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc: core/docs.py, with their assets served here (offline)
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.token_verifier = TokenVerifier(settings)
@@ -85,6 +89,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.avatar_storage = storage_from_settings(settings)
 
     install_error_handlers(app)
+    install_openapi(app)
+    install_docs(app)
     request_metrics = install_metrics(app, settings)
     app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_request_body_bytes, metrics=request_metrics)
 

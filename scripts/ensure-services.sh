@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Make sure the services the tests use answer on 127.0.0.1: PostgreSQL, RabbitMQ, Redis.
-# Starts what is installed but stopped; installs RabbitMQ and Redis from Debian's packages when
-# they are missing (as root). Without a PostgreSQL server the tests use an embedded one.
+# Make sure the services the tests use answer on 127.0.0.1: PostgreSQL, RabbitMQ, Redis; and that
+# a headless Chromium is there for the offline-docs browser test (tests/core/test_docs.py).
+# Starts what is installed but stopped; installs RabbitMQ, Redis and Chromium from Debian's
+# packages when they are missing (as root). Without a PostgreSQL server the tests use an embedded one.
 # Under CI (CI=true) a service that still does not answer is an error, never a skip.
 set -u
 
@@ -54,14 +55,28 @@ ensure_redis() {
   return 1
 }
 
+has_chromium() {
+  [ -n "${BEE_TEST_CHROMIUM:-}" ] && return 0
+  command -v chromium || command -v chromium-browser || command -v google-chrome || command -v google-chrome-stable
+} >/dev/null
+
+ensure_chromium() {
+  has_chromium && return 0
+  apt_install chromium
+  has_chromium && return 0
+  echo "ensure-services: no Chromium for the docs browser test (apt-get install chromium)"
+  return 1
+}
+
 status=0
 ensure_postgres
 ensure_rabbitmq || status=1
 ensure_redis || status=1
+ensure_chromium || status=1
 
 if [ "$status" != 0 ]; then
   case "${CI:-}" in
-    true | 1 | yes) echo "ensure-services: a needed service is down under CI"; exit 1 ;;
+    true | 1 | yes) echo "ensure-services: a needed service (or Chromium) is missing under CI"; exit 1 ;;
     *) echo "ensure-services: tests that need the missing service will be skipped" ;;
   esac
 fi
