@@ -6,6 +6,9 @@ VENV := .venv
 TOOLS := .tools
 BIN := $(VENV)/bin
 PORT ?= 8007
+# Empty: BEE_HOST, else 127.0.0.1. Another address (HOST=0.0.0.0) needs a real BEE_JWT_SECRET:
+# `serve` refuses to expose the built-in development secret beyond this machine.
+HOST ?=
 
 .PHONY: install run test lint bench services clean
 
@@ -24,7 +27,7 @@ install: $(VENV)/.installed
 
 run: install
 	$(BIN)/bee-customers migrate
-	$(BIN)/bee-customers serve --port $(PORT)
+	$(BIN)/bee-customers serve --port $(PORT) $(if $(HOST),--host $(HOST))
 
 services:
 	bash scripts/ensure-services.sh

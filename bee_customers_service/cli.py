@@ -1,6 +1,7 @@
 """The `bee-customers` command: serve | migrate | relay | consume | recompute | token | seed | gdpr-cleanup."""
 
 import argparse
+import ipaddress
 import os
 import signal
 import sys
@@ -9,7 +10,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bee_customers_service.core.config import get_settings
+from bee_customers_service.core.config import DEV_JWT_SECRET, Settings, get_settings
 
 T = TypeVar("T")
 
@@ -61,12 +62,43 @@ def _exit_on_signal(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+def is_loopback(host: str) -> bool:
+    """Whether listening on `host` keeps the server to this machine (127.0.0.0/8, ::1, localhost)."""
+    name = host.strip().strip("[]").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False  # any other name may resolve to a public address
+
+
+def refuse_public_dev_secret(settings: Settings, host: str) -> str | None:
+    """Why `serve` must not listen on `host` with these settings, or None when it may.
+
+    The development JWT secret is in this repository: anyone who can reach the port could mint
+    themselves any role. It is only good enough for a server nobody else can reach.
+    """
+    secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else None
+    if secret != DEV_JWT_SECRET or is_loopback(host):
+        return None
+    return (
+        f"refusing to listen on {host}: the built-in development JWT secret is in use, and anyone who "
+        "can reach this address could sign their own tokens. Set BEE_JWT_SECRET (or BEE_JWT_PUBLIC_KEY / "
+        "BEE_JWT_JWKS_URL), or listen on 127.0.0.1 (the default)."
+    )
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from bee_customers_service.core.db import resolve_database_url
 
     settings = get_settings()
+    host = args.host or settings.host
+    if refusal := refuse_public_dev_secret(settings, host):
+        print(f"bee-customers serve: {refusal}", file=sys.stderr)
+        return 2
     if settings.uses_embedded_database:
         # Start the embedded PostgreSQL once, here, and hand its URL to the server (and to every
         # worker process) through the environment; it stops when this process exits.
@@ -79,7 +111,7 @@ def _serve(args: argparse.Namespace) -> int:
     uvicorn.run(
         "bee_customers_service.app:create_app",
         factory=True,
-        host=args.host or settings.host,
+        host=host,
         port=args.port or settings.port,
         workers=args.workers,
         loop="uvloop" if sys.platform != "win32" else "asyncio",
@@ -218,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="serve the HTTP API (and the outbox relay)")
-    serve.add_argument("--host")
+    serve.add_argument("--host", help="address to listen on (default BEE_HOST, 127.0.0.1)")
     serve.add_argument("--port", type=int)
     serve.add_argument("--workers", type=int, default=1)
     # Off by default: the app logs one structured line per request (with trace and request ids).

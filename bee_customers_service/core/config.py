@@ -16,7 +16,9 @@ class Settings(BaseSettings):
 
     service_name: str = "bee_customers_service"
     environment: Literal["development", "test", "production"] = "development"
-    host: str = "0.0.0.0"
+    # Loopback unless told otherwise (the image sets BEE_HOST=0.0.0.0); `serve` refuses any other
+    # address while the development JWT secret is in use (cli.refuse_public_dev_secret).
+    host: str = "127.0.0.1"
     port: int = 8007
 
     # Database. Unset -> an embedded PostgreSQL under `data_dir` (development only).
@@ -114,6 +116,11 @@ class Settings(BaseSettings):
             if secret == DEV_JWT_SECRET:
                 raise ValueError("BEE_JWT_SECRET must be set (or unset with a public key) in production")
         return self
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _log_level_in_any_case(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value  # `warning` -> WARNING
 
     @field_validator("avatar_upload_rate_limit", "patch_rate_limit", "ip_rate_limit")
     @classmethod
