@@ -12,7 +12,9 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
+
+from bee_customers_service.core.types import NonNegativeMoneyInput, SafeDatetime, SafeStr
 
 ORDER_COMPLETED = "v1.order.completed"
 ORDER_RETURNED = "v1.order.returned"
@@ -28,18 +30,14 @@ APPOINTMENT_KEYS = (APPOINTMENT_BOOKED, APPOINTMENT_COMPLETED, APPOINTMENT_CANCE
 Action = Literal["completed", "returned", "cancelled", "booked", "no_show"]
 Kind = Literal["order", "appointment"]
 
-ExternalId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
-Amount = Annotated[Decimal, Field(ge=0, max_digits=12, decimal_places=2)]
+# Upstream values reach PostgreSQL too: unstorable text or a timestamp out of range is a Rejected message.
+ExternalId = Annotated[SafeStr, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Amount = NonNegativeMoneyInput
 Currency = Annotated[str, StringConstraints(strip_whitespace=True, to_upper=True, pattern=r"^[A-Za-z]{3}$")]
 
-
-def _to_utc(value: datetime) -> datetime:
-    # Naive timestamps are read as UTC; aware ones are converted to UTC.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-# On the timestamp fields only: a validator on every field ran Python code for each of them.
-UtcDatetime = Annotated[datetime, AfterValidator(_to_utc)]
+# On the timestamp fields only (a validator on every field ran Python code for each of them): naive
+# timestamps are read as UTC, aware ones converted to UTC, out-of-range ones refused (no OverflowError).
+UtcDatetime = SafeDatetime
 
 
 class CustomerSnapshot(BaseModel):

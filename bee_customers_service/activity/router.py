@@ -10,6 +10,7 @@ from bee_customers_service.activity.schemas import CustomerStats, HistoryPage
 from bee_customers_service.core.dependencies import SessionDep, SettingsDep
 from bee_customers_service.core.openapi import problems
 from bee_customers_service.core.responses import json_response
+from bee_customers_service.core.types import SafeStr
 from bee_customers_service.customers.dependencies import AdminCustomer, SelfOrAdminCustomer
 
 router = APIRouter(prefix="/customers", tags=["activity"])
@@ -36,7 +37,7 @@ async def get_history(
     session: SessionDep,
     kind: Annotated[Literal["order", "appointment"] | None, Query(description="only orders or appointments")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=200, description="next_cursor of the previous page")] = None,
+    cursor: Annotated[SafeStr | None, Query(max_length=200, description="next_cursor of the previous page")] = None,
 ) -> Response:
     return json_response(await service.history(session, customer, kind=kind, limit=limit, cursor=cursor))
 

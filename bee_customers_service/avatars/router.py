@@ -17,6 +17,7 @@ from bee_customers_service.core.openapi import problems
 from bee_customers_service.core.ratelimit import path_param, rate_limit
 from bee_customers_service.core.responses import json_response
 from bee_customers_service.core.security import Principal, require_customer_or_admin_role
+from bee_customers_service.core.types import SafeStr
 from bee_customers_service.customers.dependencies import SelfOrAdminCustomer
 
 router = APIRouter(prefix="/customers", tags=["avatars"])
@@ -137,7 +138,7 @@ def _etag_matches(if_none_match: str | None, etag: str) -> bool:
 )
 async def get_avatar(
     customer: SelfOrAdminCustomer,
-    if_none_match: Annotated[str | None, Header()] = None,
+    if_none_match: Annotated[SafeStr | None, Header()] = None,
 ) -> Response:
     if customer.avatar_url:
         # The target changes when the avatar does: clients must ask again, not cache the redirect.
@@ -159,7 +160,7 @@ files_router = APIRouter(tags=["avatars"])
     methods=["GET", "HEAD"],
     include_in_schema=False,  # public static files (like a CDN), not part of the API
 )
-async def avatar_file(request: Request, path: str) -> Response:
+async def avatar_file(request: Request, path: SafeStr) -> Response:
     storage = request.app.state.avatar_storage
     missing = NotFound("No such avatar.")
     if not isinstance(storage, LocalStorage):

@@ -6,6 +6,10 @@ import phonenumbers
 def normalise_phone(raw: str, *, default_region: str) -> str:
     """E.164 form of `raw`; national numbers are read in `default_region`. ValueError if invalid."""
     candidate = raw.strip()
+    # One "+", before the first digit ("+40 ...", "(+40) ..."): phonenumbers would read "++40..." as "+40...".
+    plus = candidate.find("+")
+    if candidate.count("+") > 1 or (plus >= 0 and any(char.isdigit() for char in candidate[:plus])):
+        raise ValueError("'+' may appear once, before the number")
     if candidate.startswith("00"):
         candidate = "+" + candidate[2:]  # international prefix used across Europe
     try:

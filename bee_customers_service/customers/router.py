@@ -12,6 +12,7 @@ from bee_customers_service.core.openapi import problems
 from bee_customers_service.core.ratelimit import RateLimiter
 from bee_customers_service.core.responses import etag, json_response, parse_if_match
 from bee_customers_service.core.security import Principal, require_customer_or_admin_role, require_service
+from bee_customers_service.core.types import SafeStr
 from bee_customers_service.customers import service
 from bee_customers_service.customers.dependencies import SelfOrAdminCustomer
 from bee_customers_service.customers.schemas import AdminCustomerView, CustomerCreate, CustomerUpdate, CustomerView
@@ -80,7 +81,7 @@ async def update_customer(
     session: SessionDep,
     settings: SettingsDep,
     principal: Annotated[Principal, Depends(require_customer_or_admin_role)],
-    if_match: Annotated[str | None, Header()] = None,
+    if_match: Annotated[SafeStr | None, Header()] = None,
 ) -> Response:
     expected = parse_if_match(if_match)
     if expected is not None and not expected:

@@ -7,9 +7,10 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import langcodes
-from pydantic import AfterValidator, EmailStr, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, BeforeValidator, EmailStr, Field, StringConstraints, model_validator
 
 from bee_customers_service.core.schemas import InputModel, Money, OutputModel
+from bee_customers_service.core.types import SafeStr, storable_text, visible_text
 
 Gender = Literal["male", "female", "other"]
 Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
@@ -22,6 +23,10 @@ def _no_control_chars(value: str) -> str:
     if _CONTROL_CHARS.search(value):
         raise ValueError("must not contain control characters")
     return value
+
+
+def _storable_if_text(value: Any) -> Any:
+    return storable_text(value) if isinstance(value, str) else value
 
 
 def _lower_email(value: str) -> str:
@@ -45,12 +50,19 @@ def _avatar_url(value: str) -> str:
     return value
 
 
-FullName = Annotated[str, StringConstraints(min_length=1, max_length=100), AfterValidator(_no_control_chars)]
-Email = Annotated[EmailStr, AfterValidator(_lower_email)]
+# A name a person can read: storable, no control characters, not only invisible ones ("\u200b\u200b").
+FullName = Annotated[
+    SafeStr,
+    StringConstraints(min_length=1, max_length=100),
+    AfterValidator(_no_control_chars),
+    AfterValidator(visible_text),
+]
+# NUL and surrogates are refused before email-validator sees the address (it must never reach PostgreSQL).
+Email = Annotated[EmailStr, BeforeValidator(_storable_if_text), AfterValidator(_lower_email)]
 # The raw phone as typed; the service normalises it to E.164 with the configured default region.
-PhoneInput = Annotated[str, StringConstraints(min_length=3, max_length=32, pattern=r"^[0-9+()./\- ]+$")]
-AvatarUrl = Annotated[str, StringConstraints(max_length=255), AfterValidator(_avatar_url)]
-LanguageTag = Annotated[str, StringConstraints(min_length=2, max_length=35), AfterValidator(_bcp47)]
+PhoneInput = Annotated[SafeStr, StringConstraints(min_length=3, max_length=32, pattern=r"^[0-9+()./\- ]+$")]
+AvatarUrl = Annotated[SafeStr, StringConstraints(max_length=255), AfterValidator(_avatar_url)]
+LanguageTag = Annotated[SafeStr, StringConstraints(min_length=2, max_length=35), AfterValidator(_bcp47)]
 
 
 class Preferences(InputModel):

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from bee_customers_service.core.context import client_ip_var, user_agent_var
 from bee_customers_service.core.metrics import COUNTER_BY_EVENT
+from bee_customers_service.core.types import sanitize_header_text
 
 PENDING_EVENTS_KEY = "bee_pending_events"
 
@@ -50,7 +51,8 @@ def _after_commit(session: Session) -> None:
             counter.inc()
         extra: dict[str, Any] = {}
         if body["event"] == "v1.customer.created":
-            extra = {"client_ip": client_ip_var.get(), "user_agent": user_agent_var.get()}
+            # The User-Agent is the client's raw text: cleaned where it is recorded (no NUL, controls, surrogates).
+            extra = {"client_ip": client_ip_var.get(), "user_agent": sanitize_header_text(user_agent_var.get())}
         audit_log.info("audit", audit_event=body["event"], **audit_fields(body), **extra)
 
 

@@ -9,6 +9,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints
 
 from bee_customers_service.core.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
 from bee_customers_service.core.schemas import InputModel, OutputModel
+from bee_customers_service.core.types import SafeStr, storable_text, visible_text
 from bee_customers_service.notes.models import MAX_NOTE_LENGTH
 
 
@@ -17,19 +18,14 @@ def _nfc(value: object) -> object:
     return unicodedata.normalize("NFC", value) if isinstance(value, str) else value
 
 
-def _no_nul(value: str) -> str:
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    return value
-
-
 # Characters are Unicode code points after NFC composition (Romanian diacritics and emoji count as
 # one), the same unit PostgreSQL's varchar(500) counts; never bytes.
 NoteContent = Annotated[
     str,
     BeforeValidator(_nfc),
     StringConstraints(min_length=1, max_length=MAX_NOTE_LENGTH),
-    AfterValidator(_no_nul),
+    AfterValidator(storable_text),  # no NUL, no lone surrogate: PostgreSQL text cannot hold them
+    AfterValidator(visible_text),  # a note of only zero-width characters says nothing
 ]
 
 
@@ -52,4 +48,4 @@ NotePage = Page[NoteView]
 
 class NoteListParams(InputModel):
     limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
-    cursor: str | None = None
+    cursor: SafeStr | None = None

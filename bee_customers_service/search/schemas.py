@@ -1,14 +1,14 @@
 """Request and response shapes of the admin search: GET /customers?business_id=..."""
 
 import uuid
-from datetime import UTC, date, datetime
-from decimal import Decimal
+from datetime import date
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, StringConstraints
+from pydantic import Field, StringConstraints
 
 from bee_customers_service.core.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from bee_customers_service.core.schemas import InputModel, Money, OutputModel
+from bee_customers_service.core.types import NonNegativeInt4, NonNegativeMoneyInput, SafeDatetime, SafeStr
 from bee_customers_service.customers.schemas import Gender
 from bee_customers_service.tags.schemas import Label
 
@@ -22,13 +22,9 @@ DEFAULT_ORDER: dict[str, str] = {
 }
 
 
-def _aware(value: datetime) -> datetime:
-    """A timestamp without an offset is read as UTC (the wire format is UTC everywhere)."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
-
-
-Timestamp = Annotated[datetime, AfterValidator(_aware)]
-SearchText = Annotated[str, StringConstraints(min_length=1, max_length=100)]
+# A timestamp without an offset is read as UTC; one beyond PostgreSQL's range under its offset is a 422.
+Timestamp = SafeDatetime
+SearchText = Annotated[SafeStr, StringConstraints(min_length=1, max_length=100)]
 
 
 class SearchParams(InputModel):
@@ -46,12 +42,12 @@ class SearchParams(InputModel):
     created_before: Timestamp | None = Field(default=None, description="created_at < this (exclusive)")
     last_order_after: date | None = Field(default=None, description="last_order_date >= this (inclusive)")
     last_order_before: date | None = Field(default=None, description="last_order_date < this (exclusive)")
-    min_orders: int | None = Field(default=None, ge=0)
-    min_lifetime_value: Decimal | None = Field(default=None, ge=0, max_digits=12, decimal_places=2)
+    min_orders: NonNegativeInt4 | None = None  # total_orders is int4: a wider bound overflows the comparison
+    min_lifetime_value: NonNegativeMoneyInput | None = None
     sort: SortField = "created_at"
     order: Literal["asc", "desc"] | None = Field(default=None, description="Default depends on `sort`.")
     limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
-    cursor: str | None = None
+    cursor: SafeStr | None = None
     include_total: bool = Field(default=False, description="Add `total`, an exact count of the matches.")
 
     @property

@@ -7,14 +7,20 @@ from typing import Annotated
 from pydantic import AfterValidator, Field, StringConstraints, model_validator
 
 from bee_customers_service.core.schemas import InputModel, OutputModel
+from bee_customers_service.core.types import SafeStr, visible_text
 from bee_customers_service.customers.schemas import _no_control_chars
 from bee_customers_service.tags.models import MAX_LABEL_LENGTH
 
 MAX_TAGS_PER_CUSTOMER = 50
 
-# Stripped by InputModel, then 1..50 characters.
-Label = Annotated[str, StringConstraints(min_length=1, max_length=MAX_LABEL_LENGTH), AfterValidator(_no_control_chars)]
-Color = Annotated[str, StringConstraints(pattern=r"^#[0-9A-Fa-f]{6}$")]
+# Stripped by InputModel, then 1..50 characters, storable and visible (a tag of only "\u200b" reads as empty).
+Label = Annotated[
+    SafeStr,
+    StringConstraints(min_length=1, max_length=MAX_LABEL_LENGTH),
+    AfterValidator(_no_control_chars),
+    AfterValidator(visible_text),
+]
+Color = Annotated[SafeStr, StringConstraints(pattern=r"^#[0-9A-Fa-f]{6}$")]
 
 
 class TagCreate(InputModel):
