@@ -38,6 +38,8 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 WORKFLOW = ROOT / ".github" / "workflows" / "ci.yml"
 JWT_SECRET = "compose-test-secret-0123456789abcdef-not-for-production"
+CURSOR_SECRET = "compose-test-cursor-secret-0123456789abcdef-not-for-production"
+SECRETS = {"BEE_JWT_SECRET": JWT_SECRET, "BEE_CURSOR_SECRET": CURSOR_SECRET}
 
 
 def _compose_binary() -> str:
@@ -75,7 +77,7 @@ def compose(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def rendered(compose) -> dict:
-    result = compose("config", "--format", "json", env={"BEE_JWT_SECRET": JWT_SECRET})
+    result = compose("config", "--format", "json", env=SECRETS)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -117,7 +119,7 @@ def _exec_form(arguments: str) -> list[str]:
 
 
 def test_compose_file_validates(compose):
-    result = compose("config", "--quiet", env={"BEE_JWT_SECRET": JWT_SECRET})
+    result = compose("config", "--quiet", env=SECRETS)
     assert result.returncode == 0, result.stderr
 
 
@@ -125,6 +127,12 @@ def test_compose_refuses_to_start_without_a_jwt_secret(compose):
     result = compose("config", "--quiet")
     assert result.returncode != 0
     assert "BEE_JWT_SECRET" in result.stderr
+
+
+def test_compose_refuses_to_start_without_a_cursor_secret(compose):
+    result = compose("config", "--quiet", env={"BEE_JWT_SECRET": JWT_SECRET})
+    assert result.returncode != 0
+    assert "BEE_CURSOR_SECRET" in result.stderr
 
 
 def test_compose_runs_the_whole_stack(rendered):
@@ -217,7 +225,7 @@ def test_service_environment_is_a_valid_production_configuration(rendered, monke
 
 
 def test_compose_secrets_come_from_the_environment(compose):
-    env = {"BEE_JWT_SECRET": JWT_SECRET, "POSTGRES_PASSWORD": "pg-pass", "RABBITMQ_PASSWORD": "mq-pass"}
+    env = {**SECRETS, "POSTGRES_PASSWORD": "pg-pass", "RABBITMQ_PASSWORD": "mq-pass"}
     result = compose("config", "--format", "json", env=env)
     assert result.returncode == 0, result.stderr
     services = json.loads(result.stdout)["services"]
@@ -395,7 +403,7 @@ def test_image_command_serves_in_production_and_its_healthcheck_passes(database_
     image_env = _image_environment()
     assert image_env["BEE_ENVIRONMENT"] == "production"
     env = {key: value for key, value in os.environ.items() if not key.startswith("BEE_")}
-    env.update(image_env, BEE_PORT=str(port), BEE_DATABASE_URL=database_url, BEE_JWT_SECRET=JWT_SECRET)
+    env.update(image_env, BEE_PORT=str(port), BEE_DATABASE_URL=database_url, **SECRETS)
     env["BEE_DATA_DIR"] = str(tmp_path / "data")  # /app/.data in the image
 
     server = subprocess.Popen(

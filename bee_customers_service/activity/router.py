@@ -35,11 +35,14 @@ async def get_stats(customer: SelfOrAdminCustomer, session: SessionDep, settings
 async def get_history(
     customer: SelfOrAdminCustomer,
     session: SessionDep,
+    settings: SettingsDep,
     kind: Annotated[Literal["order", "appointment"] | None, Query(description="only orders or appointments")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[SafeStr | None, Query(max_length=200, description="next_cursor of the previous page")] = None,
 ) -> Response:
-    return json_response(await service.history(session, customer, kind=kind, limit=limit, cursor=cursor))
+    return json_response(
+        await service.history(session, customer, kind=kind, limit=limit, cursor=cursor, settings=settings)
+    )
 
 
 @router.post(

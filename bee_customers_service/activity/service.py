@@ -17,7 +17,7 @@ from bee_customers_service.activity.schemas import CustomerStats, HistoryItem, H
 from bee_customers_service.activity.state import ActivityState, apply
 from bee_customers_service.core.config import Settings
 from bee_customers_service.core.errors import DomainError
-from bee_customers_service.core.pagination import decode_cursor, page_of
+from bee_customers_service.core.pagination import CursorCodec
 from bee_customers_service.customers import service as customers_service
 from bee_customers_service.customers.models import Customer
 from bee_customers_service.customers.schemas import CustomerCreate
@@ -286,12 +286,19 @@ async def stats(
 
 
 async def history(
-    session: AsyncSession, customer: Customer, *, kind: str | None, limit: int, cursor: str | None
+    session: AsyncSession,
+    customer: Customer,
+    *,
+    kind: str | None,
+    limit: int,
+    cursor: str | None,
+    settings: Settings,
 ) -> HistoryPage:
     """Orders and appointments, newest first, one keyset page."""
-    after = decode_cursor(cursor, scope=HISTORY_CURSOR_SCOPE, types=(AwareDatetime, uuid.UUID))
+    cursors = CursorCodec.from_settings(settings)
+    after = cursors.decode(cursor, scope=HISTORY_CURSOR_SCOPE, types=(AwareDatetime, uuid.UUID))
     rows = await repository.history_page(session, customer.id, kind=kind, after=after, limit=limit + 1)
-    page, next_cursor = page_of(
+    page, next_cursor = cursors.page_of(
         rows, limit, key=lambda row: (row["occurred_at"], row["id"]), scope=HISTORY_CURSOR_SCOPE
     )
     return HistoryPage(items=[HistoryItem.model_validate(row) for row in page], next_cursor=next_cursor)

@@ -9,6 +9,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Development-only signing secret: `make run` works out of the box, production refuses it.
 DEV_JWT_SECRET = "bee-dev-only-secret-change-me-0123456789abcdef"  # noqa: S105 (development only)
+# Development-only key for signing pagination cursors (core/pagination.py); production refuses it.
+DEV_CURSOR_SECRET = "bee-dev-only-cursor-secret-change-me-0123456789"  # noqa: S105 (development only)
+MIN_CURSOR_SECRET_LENGTH = 32
 
 
 class Settings(BaseSettings):
@@ -53,6 +56,9 @@ class Settings(BaseSettings):
     jwt_jwks_cache_seconds: int = Field(default=300, ge=1)
     # At most one refetch per cooldown for unknown `kid`s, so forged kids cannot flood the auth service.
     jwt_jwks_refresh_cooldown_seconds: float = Field(default=30.0, ge=0)
+
+    # Pagination: the HMAC key that signs `next_cursor` values, so a client cannot craft one (required in production).
+    cursor_secret: SecretStr = Field(default=SecretStr(DEV_CURSOR_SECRET), min_length=1)
 
     # Events (RabbitMQ). Unset -> events stay in the outbox, nothing is published.
     rabbitmq_url: str | None = None
@@ -115,6 +121,17 @@ class Settings(BaseSettings):
             secret = self.jwt_secret.get_secret_value() if self.jwt_secret else None
             if secret == DEV_JWT_SECRET:
                 raise ValueError("BEE_JWT_SECRET must be set (or unset with a public key) in production")
+        return self
+
+    @model_validator(mode="after")
+    def _cursor_secret_in_production(self) -> "Settings":
+        if self.environment == "production":
+            secret = self.cursor_secret.get_secret_value()
+            if secret == DEV_CURSOR_SECRET or len(secret) < MIN_CURSOR_SECRET_LENGTH:
+                raise ValueError(
+                    f"BEE_CURSOR_SECRET must be set to a random string of at least {MIN_CURSOR_SECRET_LENGTH} "
+                    "characters in production"
+                )
         return self
 
     @field_validator("log_level", mode="before")

@@ -40,9 +40,11 @@ async def add_note(
 
 @router.get("", response_model=NotePage, responses=problems(404), summary="Internal notes, newest first (keyset pages)")
 async def list_notes(
-    customer: AdminCustomer, session: SessionDep, params: Annotated[NoteListParams, Query()]
+    customer: AdminCustomer, session: SessionDep, settings: SettingsDep, params: Annotated[NoteListParams, Query()]
 ) -> Response:
-    notes, next_cursor = await service.list_notes(session, customer=customer, limit=params.limit, cursor=params.cursor)
+    notes, next_cursor = await service.list_notes(
+        session, customer=customer, limit=params.limit, cursor=params.cursor, settings=settings
+    )
     return json_response(NotePage(items=[NoteView.model_validate(n) for n in notes], next_cursor=next_cursor))
 
 

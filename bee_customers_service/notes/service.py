@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bee_customers_service.core.config import Settings
 from bee_customers_service.core.errors import Forbidden, InvalidInput, NotFound
-from bee_customers_service.core.pagination import decode_cursor, page_of
+from bee_customers_service.core.pagination import CursorCodec
 from bee_customers_service.core.security import Principal
 from bee_customers_service.customers.models import Customer
 from bee_customers_service.events import outbox
@@ -74,12 +74,13 @@ async def add_note(
 
 
 async def list_notes(
-    session: AsyncSession, *, customer: Customer, limit: int, cursor: str | None
+    session: AsyncSession, *, customer: Customer, limit: int, cursor: str | None, settings: Settings
 ) -> tuple[list[CustomerNote], str | None]:
     """A page of notes, newest first, and the cursor of the next page."""
-    after = decode_cursor(cursor, scope=CURSOR_SCOPE, types=(AwareDatetime, uuid.UUID))
+    cursors = CursorCodec.from_settings(settings)
+    after = cursors.decode(cursor, scope=CURSOR_SCOPE, types=(AwareDatetime, uuid.UUID))
     rows = await repository.page_for_customer(session, customer.id, after=after, limit=limit + 1)  # type: ignore[arg-type]
-    return page_of(rows, limit, key=lambda note: (note.created_at, note.id), scope=CURSOR_SCOPE)
+    return cursors.page_of(rows, limit, key=lambda note: (note.created_at, note.id), scope=CURSOR_SCOPE)
 
 
 async def delete_note(session: AsyncSession, *, customer: Customer, note_id: uuid.UUID) -> None:

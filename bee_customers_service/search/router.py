@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from starlette.responses import Response
 
-from bee_customers_service.core.dependencies import TransactionalSessionDep
+from bee_customers_service.core.dependencies import SettingsDep, TransactionalSessionDep
 from bee_customers_service.core.openapi import problems
 from bee_customers_service.core.security import Principal, get_principal, require_admin
 from bee_customers_service.search import service
@@ -24,9 +24,10 @@ router = APIRouter(prefix="/customers", tags=["search"])
 async def search_customers(
     params: Annotated[SearchParams, Query()],
     session: TransactionalSessionDep,  # its set_config(..., true) needs a transaction
+    settings: SettingsDep,
     principal: Annotated[Principal, Depends(get_principal)],
 ) -> Response:
     require_admin(principal, params.business_id)
-    page = await service.search_customers(session, params=params)
+    page = await service.search_customers(session, params=params, settings=settings)
     body = page.model_dump_json(exclude={"total"} if page.total is None else None)
     return Response(content=body, media_type="application/json")

@@ -7,7 +7,8 @@ from typing import Any
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bee_customers_service.core.pagination import decode_cursor, page_of
+from bee_customers_service.core.config import Settings
+from bee_customers_service.core.pagination import CursorCodec
 from bee_customers_service.search import repository
 from bee_customers_service.search.repository import SORT_TYPES, SearchFilters, interpret_query
 from bee_customers_service.search.schemas import SearchItem, SearchPage, SearchParams
@@ -39,14 +40,15 @@ def filters_from(params: SearchParams) -> SearchFilters:
     )
 
 
-async def search_customers(session: AsyncSession, *, params: SearchParams) -> SearchPage:
+async def search_customers(session: AsyncSession, *, params: SearchParams, settings: Settings) -> SearchPage:
     """One page of a business's customers matching `params` (the caller is already authorised)."""
     filters = filters_from(params)
     scope = _scope(params)
     types: tuple[Any, ...] = (SORT_TYPES[params.sort], uuid.UUID)
     if filters.query is not None:
         types = (int, *types)  # relevance first
-    after = decode_cursor(params.cursor, scope=scope, types=types)
+    cursors = CursorCodec.from_settings(settings)
+    after = cursors.decode(params.cursor, scope=scope, types=types)
 
     rows = await repository.search_page(
         session, filters, sort=params.sort, direction=params.direction, after=after, limit=params.limit + 1
@@ -56,7 +58,7 @@ async def search_customers(session: AsyncSession, *, params: SearchParams) -> Se
         base = (row.sort_key, row.id)
         return (row.rank, *base) if filters.query is not None else base
 
-    page_rows, next_cursor = page_of(rows, params.limit, key=key, scope=scope)
+    page_rows, next_cursor = cursors.page_of(rows, params.limit, key=key, scope=scope)
     total = await repository.count(session, filters) if params.include_total else None
     await session.commit()  # read-only; ends the transaction the SET LOCAL lived in
     return SearchPage(

@@ -184,15 +184,14 @@ async def test_concurrent_notes_all_land(client, world):
     assert len(listed.json()["items"]) == 5
 
 
-async def test_a_forged_cursor_with_a_naive_time_is_refused(client, world):
-    import base64
-
-    import orjson
+async def test_a_forged_cursor_with_a_naive_time_is_refused(client, world, settings):
+    from bee_customers_service.core.pagination import CursorCodec
 
     customer = await world.create_customer(client)
-    forged = base64.urlsafe_b64encode(
-        orjson.dumps({"s": "notes:v1", "k": ["2026-01-01T00:00:00", "00000000-0000-0000-0000-000000000000"]})
-    ).decode()
+    # Signed with the server's own key: the type check still refuses the naive time.
+    forged = CursorCodec.from_settings(settings).encode(
+        ["2026-01-01T00:00:00", "00000000-0000-0000-0000-000000000000"], scope="notes:v1"
+    )
     response = await client.get(
         f"/customers/{customer['id']}/notes", params={"cursor": forged}, headers=world.admin.headers
     )
