@@ -25,7 +25,7 @@ PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 VALIDATION_PROBLEM_REF = {"$ref": "#/components/schemas/ValidationProblem"}
 
 DESCRIPTIONS: dict[int, str] = {
-    400: "Malformed request (the body is not valid JSON or multipart).",
+    400: "Malformed request (a body that is not valid JSON or multipart, or a malformed header).",
     401: "Missing, expired or invalid bearer token.",
     403: "The token's roles do not allow this operation.",
     404: "Not found (another business's data answers the same).",
