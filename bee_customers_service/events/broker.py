@@ -7,6 +7,9 @@ trouble raises `BrokerUnavailable`, so the caller can tell "this message" from "
 """
 
 import asyncio
+import contextlib
+import re
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -19,7 +22,15 @@ from aio_pika.exceptions import DeliveryError, PublishError
 
 log = structlog.get_logger(__name__)
 
-BrokerState = Literal["not_connected", "up", "down"]
+# `up`: connected and confirming. `reconnecting`: an established connection was lost and the robust
+# connection is re-opening it (expected to be short). `down`: the broker cannot be reached (a fresh
+# connection failed), it stopped confirming, or reconnecting has lasted `down_after_seconds`.
+BrokerState = Literal["not_connected", "up", "reconnecting", "down"]
+
+# An object repr such as `<aio_pika.robust_channel.RobustChannel object at 0x7f2c...>`: unstable
+# (the address changes every run) and noisy, so errors name the class instead.
+_OBJECT_REPR = re.compile(r"<(?:[\w.]+\.)?(\w+)(?: object)?(?: [^<>]*?)? at 0x[0-9a-fA-F]+>")
+_ADDRESS = re.compile(r"\s*\bat 0x[0-9a-fA-F]+\b|\b0x[0-9a-fA-F]{6,}\b")
 
 
 class BrokerUnavailable(Exception):
@@ -43,8 +54,8 @@ class OutgoingEvent:
 
 
 def describe(exc: BaseException) -> str:
-    """A short, log- and column-safe description of an error."""
-    text = str(exc).strip()
+    """A short, stable description of an error: class and message, object reprs replaced by their class."""
+    text = _ADDRESS.sub("", _OBJECT_REPR.sub(r"\1", str(exc))).strip()
     return f"{type(exc).__name__}: {text}"[:500] if text else type(exc).__name__
 
 
@@ -73,13 +84,19 @@ class EventBroker:
         app_id: str,
         connect_timeout: float = 5.0,
         reconnect_interval: float = 5.0,
+        down_after_seconds: float = 30.0,
     ) -> None:
         self.url = url
         self.exchange_name = exchange_name
         self.app_id = app_id
         self.connect_timeout = connect_timeout
         self.reconnect_interval = reconnect_interval
+        self.down_after_seconds = down_after_seconds
         self.last_error: str | None = None
+        # How many times the robust connection came back; set on each return (see `wait_recovered`).
+        self.reconnects = 0
+        self.recovered = asyncio.Event()
+        self._trouble_since: float | None = None  # monotonic time the state stopped being `up`
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
         self._exchange: AbstractExchange | None = None
@@ -87,11 +104,38 @@ class EventBroker:
 
     @property
     def state(self) -> BrokerState:
-        if self._connection is None:
+        connection = self._connection
+        if connection is None:
             return "down" if self._failed else "not_connected"
-        if self._failed or self._connection.is_closed or not self._connection.connected.is_set():
+        if connection.is_closed:
             return "down"
-        return "up"
+        if not connection.connected.is_set():  # lost: the robust connection is retrying
+            since = self.trouble_seconds
+            return "down" if since is not None and since >= self.down_after_seconds else "reconnecting"
+        return "down" if self._failed else "up"  # connected but not confirming (or a channel broke)
+
+    @property
+    def trouble_seconds(self) -> float | None:
+        """Seconds since the broker stopped being `up` (None while it is up)."""
+        connection = self._connection
+        troubled = self._failed or connection is None or connection.is_closed or not connection.connected.is_set()
+        if not troubled:
+            self._trouble_since = None
+            return None
+        if self._trouble_since is None:
+            self._trouble_since = time.monotonic()
+        return round(time.monotonic() - self._trouble_since, 3)
+
+    def _set_failed(self, error: str) -> None:
+        self._failed = True
+        self.last_error = error
+        if self._trouble_since is None:
+            self._trouble_since = time.monotonic()
+
+    def _set_ok(self) -> None:
+        self._failed = False
+        self.last_error = None
+        self._trouble_since = None
 
     async def connect(self) -> None:
         """Open the connection, a confirming channel, and declare the exchange (idempotent)."""
@@ -112,16 +156,15 @@ class EventBroker:
                 self.exchange_name, aio_pika.ExchangeType.TOPIC, durable=True, timeout=self.connect_timeout
             )
         except Exception as exc:
-            self._failed = True
-            self.last_error = describe(exc)
+            self._set_failed(describe(exc))
             await _close_quietly(connection)
             raise BrokerUnavailable(self.last_error) from exc
         self._connection, self._channel, self._exchange = connection, channel, exchange
         # The robust connection reopens the channel and redeclares the exchange by itself after
         # an outage; this hears about it, so the state is right even before the next publish.
         connection.reconnect_callbacks.add(self._on_reconnect)
-        self._failed = False
-        self.last_error = None
+        connection.close_callbacks.add(self._on_connection_lost)
+        self._set_ok()
         log.info("events_broker_connected", exchange=self.exchange_name)
 
     async def publish(self, event: OutgoingEvent) -> None:
@@ -138,12 +181,10 @@ class EventBroker:
         except DeliveryError as exc:  # nacked by the broker
             raise PublishRejected(describe(exc)) from exc
         except Exception as exc:  # channel closed, connection lost, confirm timed out
-            self._failed = True
-            self.last_error = describe(exc)
-            raise BrokerUnavailable(self.last_error) from exc
+            self._set_failed(describe(exc))
+            raise BrokerUnavailable(describe(exc)) from exc
         if self._failed:  # a confirm arrived again: the robust connection has recovered
-            self._failed = False
-            self.last_error = None
+            self._set_ok()
 
     @property
     def is_open(self) -> bool:
@@ -151,14 +192,27 @@ class EventBroker:
         return self._exchange is not None
 
     def _on_reconnect(self, *_args: object) -> None:
-        self._failed = False
-        self.last_error = None
+        self._set_ok()
+        self.reconnects += 1
+        self.recovered.set()
         log.info("events_broker_reconnected", exchange=self.exchange_name)
+
+    def _on_connection_lost(self, _connection: object, exc: BaseException | None = None) -> None:
+        if self._connection is not None and exc is not None:  # not our own close()
+            self._set_failed(describe(exc))
+
+    async def wait_recovered(self, since: int, seconds: float) -> bool:
+        """Wait up to `seconds` for the robust connection to come back after reconnect number `since`."""
+        if self.reconnects > since:
+            return True
+        self.recovered.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.recovered.wait(), seconds)
+        return self.reconnects > since
 
     def mark_unavailable(self, error: str) -> None:
         """Record that the broker stopped confirming (e.g. a caller's timeout ran out)."""
-        self._failed = True
-        self.last_error = error
+        self._set_failed(error)
 
     async def close(self) -> None:
         connection, self._connection, self._channel, self._exchange = self._connection, None, None, None

@@ -2,30 +2,43 @@
 
 How it works
 - Leadership: every relay (one per `serve` process, plus any `bee-customers relay`) opens one
-  dedicated PostgreSQL connection and tries `pg_try_advisory_lock(RELAY_LOCK_KEY)` on it. The
-  holder is the only active relay; the others retry every `relay_poll_seconds`. A leader that
-  dies loses its connection and with it the lock, so a standby takes over. Claims and marks run
-  on that same connection, so a relay can only mark rows while it still holds the lock.
+  dedicated PostgreSQL connection (application_name `<service>.relay:<host>:<pid>`) and tries
+  `pg_try_advisory_lock(RELAY_LOCK_KEY)` on it. The holder is the only active relay; the others
+  retry every `relay_poll_seconds`. A leader that dies loses its connection and with it the lock,
+  so a standby takes over. Claims and marks run on that same connection, so a relay can only mark
+  rows while it still holds the lock. A lost connection is noticed at once (asyncpg's termination
+  listener wakes the relay), the relay reconnects after a short pause and retries the lock every
+  `FAST_RELOCK_SECONDS` for a while (the server may need a moment to drop the dead session).
 - Wake-ups: the leader LISTENs on `OUTBOX_CHANNEL` (enqueue NOTIFYs at commit) and works at once;
   a poll every `relay_poll_seconds` catches anything a lost notification would miss.
 - Order: pending rows are claimed in id order (`relay_batch_size` at a time). Rows of one customer
   are published one after another, each after the previous one's confirm; different customers'
   rows are published concurrently and their confirms awaited together. A customer whose row
   failed is held back (later rows are neither claimed nor published) until that row goes out.
-- Delivery: a row is marked `published_at` only after the broker confirmed it. A crash between the
-  confirm and the mark publishes the row again later: delivery is at least once, and consumers
-  dedupe on `event_id` (= AMQP `message_id`).
+- Delivery: a row is marked `published_at` only after the broker confirmed it, as its confirm
+  arrives: one task writes the marks on the leader's connection, each UPDATE taking every id
+  confirmed since the previous one. A crash publishes again only the rows whose confirm was in
+  flight or whose mark was not written yet: delivery is at least once, and consumers dedupe on
+  `event_id` (= AMQP `message_id`).
 - Failures: a message the broker refuses (unroutable, nacked) is retried with exponential backoff
   per row (`available_at`); a broker that cannot be reached pauses the whole relay with exponential
-  backoff. Both record `attempts` and `last_error` on the rows, capped at
+  backoff, cut short as soon as the broker is back (the robust connection's reconnect, or a fresh
+  connection probed every `BROKER_PROBE_SECONDS`). Both record `attempts` and `last_error` on the rows, capped at
   `relay_max_backoff_seconds`.
 - Retention: published rows older than `outbox_retention_hours` are deleted by the leader.
 - No broker configured: logged once; events stay in the outbox until a broker is configured.
+- Readiness (`events` in /readyz): relay `leader` | `standby` (with the lock holder's
+  application_name and pid) | `reconnecting` (its database session was lost, retrying) | `down`
+  (reconnecting for `DOWN_AFTER_SECONDS`, or the relay task died); broker `up` | `reconnecting` |
+  `down`; the backlog and the seconds since the last publish.
 """
 
 import asyncio
 import contextlib
+import os
 import signal
+import socket
+import time
 import zlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -57,8 +70,40 @@ RELAY_LOCK_KEY = zlib.crc32(b"bee_customers_service.outbox_relay")
 BASE_BACKOFF_SECONDS = 0.5
 PURGE_CHUNK = 5000
 READINESS_TIMEOUT_SECONDS = 2.0
+# The database session's reconnect pause is capped lower than the broker's: an attempt against a
+# database that is away costs one refused connection.
+DB_RECONNECT_MAX_SECONDS = 2.0
+# After losing a leading session, the lock is retried this often (not every poll) for a while.
+FAST_RELOCK_SECONDS = 0.2
+FAST_RELOCK_WINDOW_SECONDS = 10.0
+# During the broker backoff: how often a fresh connection is tried (when there is none to wait on).
+BROKER_PROBE_SECONDS = 0.25
+# The robust broker connection's retry interval once an established connection is lost.
+BROKER_RECONNECT_SECONDS = 1.0
+# Messages awaiting their confirm at any time (one per customer chain in flight).
+PUBLISH_WINDOW = 8
+# Confirmed rows are marked published in groups of up to about this many (see ConfirmedMarks).
+MARK_GROUP_SIZE = 5
+MARK_LINGER_SECONDS = 0.005
+# `reconnecting` (relay or broker) turns into `down` after this long.
+DOWN_AFTER_SECONDS = 30.0
 
-Role = Literal["starting", "standby", "leader", "disabled", "stopped"]
+Role = Literal["starting", "standby", "leader", "reconnecting", "down", "disabled", "stopped"]
+
+# Who holds the relay lock (one bigint key: classid = high 32 bits, objid = low 32 bits, objsubid 1).
+LOCK_HOLDER_SQL = """
+SELECT a.pid, a.application_name
+FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+  AND l.classid = ($1::bigint >> 32)::oid AND l.objid = ($1::bigint & 4294967295)::oid
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+LIMIT 1
+"""
+
+
+class DatabaseConnectionLost(ConnectionError):
+    """The relay's own PostgreSQL connection closed under it (the lock went with it)."""
+
 
 # Pending rows in outbox order, except those of a customer whose earlier row is waiting for a
 # retry (a failed row is never overtaken by a later row of the same customer).
@@ -84,15 +129,6 @@ MARK_PUBLISHED_SQL = """
 UPDATE outbox SET published_at = now(), attempts = attempts + 1, last_error = NULL
 WHERE id = ANY($1::bigint[]) AND published_at IS NULL
 """
-
-# Mark the confirmed ids ($2) and claim the next batch in one round trip (the claim's snapshot
-# predates the update, so it leaves those ids out explicitly).
-MARKED_CTE = """
-WITH marked AS (
-    UPDATE outbox SET published_at = now(), attempts = attempts + 1, last_error = NULL
-    WHERE id = ANY($2::bigint[]) AND published_at IS NULL
-)"""
-MARK_AND_CLAIM_SQL = MARKED_CTE + CLAIM_SQL
 
 # `reschedule` pushes `available_at` back (a refused message); without it the row stays due and
 # the relay-wide backoff paces the retry (the broker as a whole was unreachable).
@@ -121,7 +157,9 @@ DELETE FROM outbox WHERE id IN (
 BACKLOG_SQL = """
 SELECT count(*) AS pending,
        count(*) FILTER (WHERE last_error IS NOT NULL) AS failing,
-       EXTRACT(EPOCH FROM now() - min(created_at))::float8 AS oldest_age
+       EXTRACT(EPOCH FROM now() - min(created_at))::float8 AS oldest_age,
+       (SELECT EXTRACT(EPOCH FROM now() - max(published_at))::float8
+        FROM outbox WHERE published_at IS NOT NULL) AS since_last_publish
 FROM outbox WHERE published_at IS NULL
 """
 
@@ -140,7 +178,71 @@ class BatchOutcome:
     published: list[int] = field(default_factory=list)
     rejected: list[tuple[int, str]] = field(default_factory=list)
     unavailable: list[tuple[int, str]] = field(default_factory=list)
-    deferred: list[int] = field(default_factory=list)
+
+
+class ConfirmedMarks:
+    """Marks rows published as their confirms arrive, in small groups, one query at a time.
+
+    The leader's connection runs one query at a time, so a single task writes the marks: each
+    UPDATE takes the ids confirmed since the previous one, once `MARK_GROUP_SIZE` have come or
+    `MARK_LINGER_SECONDS` after the first (so a trickle is marked at once and a flood in groups,
+    not one statement per row). A relay killed mid-batch thus republishes only the rows whose
+    confirm was in flight plus at most about one group. A failed mark (the connection is gone) is
+    kept and raised by `flush`; publishing checks `failed` and stops early.
+    """
+
+    def __init__(self, relay: "OutboxRelay", connection: asyncpg.Connection) -> None:
+        self._relay = relay
+        self._connection = connection
+        self._pending: list[int] = []
+        self._task: asyncio.Task[None] | None = None
+        self._error: BaseException | None = None
+        self._group_full = asyncio.Event()
+        self._flushing = False
+
+    @property
+    def failed(self) -> bool:
+        return self._error is not None
+
+    def add(self, row_id: int) -> None:
+        self._pending.append(row_id)
+        if len(self._pending) >= MARK_GROUP_SIZE:
+            self._group_full.set()
+        if self._error is None and (self._task is None or self._task.done()):
+            self._task = asyncio.create_task(self._write(), name="outbox-relay-marks")
+
+    async def _write(self) -> None:
+        try:
+            while self._pending:
+                if len(self._pending) < MARK_GROUP_SIZE and not self._flushing:
+                    self._group_full.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._group_full.wait(), MARK_LINGER_SECONDS)
+                ids, self._pending = self._pending, []
+                await self._relay._mark(self._connection, ids)
+        except BaseException as exc:
+            self._error = exc
+            raise
+
+    async def flush(self) -> None:
+        """Wait until every confirmed row is marked (raises what a mark raised)."""
+        self._flushing = True
+        self._group_full.set()
+        while self._task is not None:
+            task = self._task
+            try:
+                await task
+            finally:
+                if self._task is task:
+                    self._task = None
+            if self._pending and self._error is None:  # added while the last write finished
+                self._task = asyncio.create_task(self._write(), name="outbox-relay-marks")
+
+    async def abandon(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
 
 class OutboxRelay:
@@ -149,12 +251,20 @@ class OutboxRelay:
     def __init__(self, settings: Settings, database_url: str) -> None:
         self.settings = settings
         self.dsn = asyncpg_dsn(database_url)
+        self.application_name = f"{settings.service_name}.relay:{socket.gethostname()}:{os.getpid()}"[:63]
         self.role: Role = "starting"
         self.broker: EventBroker | None = None
         self.published_count = 0
         self.last_error: str | None = None
+        self.lock_holder: dict[str, Any] | None = None  # who leads, while this relay stands by
+        self.last_confirm_at: float | None = None  # time.monotonic() of the last broker confirm
+        self._role_since = time.monotonic()
+        self._trouble_since: float | None = None  # first failure of the current database outage
+        self._relock_until = 0.0
+        self._lost_backend_pids: set[int] = set()  # server pids of our sessions that died leading
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
+        self._db_lost = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._retries_scheduled = True  # rows may be waiting for a retry from an earlier leader
 
@@ -164,6 +274,25 @@ class OutboxRelay:
         """Run the relay in a background task."""
         if self._task is None:
             self._task = asyncio.create_task(self.run(), name="outbox-relay")
+
+    def _set_role(self, role: Role) -> None:
+        if role != self.role:
+            self.role = role
+            self._role_since = time.monotonic()
+
+    @property
+    def state(self) -> str:
+        """The role as readiness reports it: `reconnecting` turns `down` after DOWN_AFTER_SECONDS."""
+        if self._task is not None and self._task.done() and not self._stopping.is_set():
+            return "down"  # the relay task ended by itself (a bug): nothing publishes here
+        trouble_since = self._trouble_since
+        if (
+            self.role == "reconnecting"
+            and trouble_since is not None
+            and time.monotonic() - trouble_since >= DOWN_AFTER_SECONDS
+        ):
+            return "down"
+        return self.role
 
     def request_stop(self) -> None:
         self._stopping.set()
@@ -186,14 +315,14 @@ class OutboxRelay:
     async def run(self) -> None:
         """Lead or stand by until stopped; survive database and broker outages."""
         if not self.settings.rabbitmq_url:
-            self.role = "disabled"
+            self._set_role("disabled")
             log.warning(
                 "events_publishing_off",
                 reason="BEE_RABBITMQ_URL is not set",
                 detail="events are kept in the outbox and published once a broker is configured",
             )
             await self._stopping.wait()
-            self.role = "stopped"
+            self._set_role("stopped")
             return
         failures = 0
         try:
@@ -204,8 +333,12 @@ class OutboxRelay:
                 except Exception as exc:  # the database went away (or a bug): start over after a pause
                     failures += 1
                     self.last_error = describe(exc)
-                    delay = backoff_seconds(failures, self.settings.relay_max_backoff_seconds)
+                    if self._trouble_since is None:
+                        self._trouble_since = time.monotonic()
+                    self._set_role("reconnecting")
                     expected = isinstance(exc, OSError | TimeoutError | asyncpg.PostgresError | asyncpg.InterfaceError)
+                    cap = self.settings.relay_max_backoff_seconds
+                    delay = backoff_seconds(failures, min(cap, DB_RECONNECT_MAX_SECONDS) if expected else cap)
                     log.warning(
                         "outbox_relay_error",
                         error=self.last_error,
@@ -214,7 +347,7 @@ class OutboxRelay:
                     )
                     await self._sleep(delay)
         finally:
-            self.role = "stopped"
+            self._set_role("stopped")
             if self.broker is not None:
                 await self.broker.close()
                 self.broker = None
@@ -227,22 +360,33 @@ class OutboxRelay:
             timeout=10,
             command_timeout=max(self.settings.database_statement_timeout_ms / 1000, 30.0),
             server_settings={
-                "application_name": f"{self.settings.service_name}.relay",
+                "application_name": self.application_name,
                 # This connection only writes bookkeeping (published_at, attempts, purges). If the
                 # database crashes before such a write reaches the disk, the row is published once
                 # more: a duplicate, never a loss. So it need not wait for the WAL flush.
                 "synchronous_commit": "off",
             },
         )
+        lost = self._db_lost = asyncio.Event()
+
+        def on_terminated(_connection: object) -> None:  # the socket closed: wake whatever waits
+            lost.set()
+            self._wake.set()
+
+        connection.add_termination_listener(on_terminated)
         try:
             if not await self._acquire_leadership(connection):
                 return
-            log.info("outbox_relay_leader", lock_key=RELAY_LOCK_KEY)
+            log.info("outbox_relay_leader", lock_key=RELAY_LOCK_KEY, application_name=self.application_name)
             await connection.add_listener(OUTBOX_CHANNEL, self._on_notify)
             try:
                 await self._lead(connection)
+            except BaseException:
+                # Try to take the lock back quickly (or let a standby have it) once reconnected.
+                self._relock_until = time.monotonic() + FAST_RELOCK_WINDOW_SECONDS
+                self._lost_backend_pids = {connection.get_server_pid()}
+                raise
             finally:
-                self.role = "standby"
                 if self.broker is not None:
                     await self.broker.close()
                     self.broker = None
@@ -256,14 +400,31 @@ class OutboxRelay:
 
     async def _acquire_leadership(self, connection: asyncpg.Connection) -> bool:
         while not self._stopping.is_set():
+            self._check_connection(connection)
             if await connection.fetchval("SELECT pg_try_advisory_lock($1::bigint)", RELAY_LOCK_KEY):
-                self.role = "leader"
+                self.lock_holder = None
+                self.last_error = None
+                self._trouble_since = None
+                self._set_role("leader")
                 return True
-            if self.role != "standby":
-                log.info("outbox_relay_standby", reason="another relay holds the lock")
-            self.role = "standby"
-            await self._sleep(self.settings.relay_poll_seconds)
+            holder = await connection.fetchrow(LOCK_HOLDER_SQL, RELAY_LOCK_KEY)
+            self.lock_holder = None if holder is None else {"application_name": holder[1], "pid": holder[0]}
+            if holder is not None and holder["pid"] in self._lost_backend_pids:
+                # Our own lost session, which the server has not dropped yet: not a standby.
+                self._set_role("reconnecting")
+            else:
+                if self.role != "standby":
+                    log.info("outbox_relay_standby", reason="another relay holds the lock", holder=self.lock_holder)
+                self._trouble_since = None
+                self.last_error = None
+                self._set_role("standby")
+            fast = time.monotonic() < self._relock_until
+            await self._sleep_unless_lost(FAST_RELOCK_SECONDS if fast else self.settings.relay_poll_seconds)
         return False
+
+    def _check_connection(self, connection: asyncpg.Connection) -> None:
+        if self._db_lost.is_set() or connection.is_closed():
+            raise DatabaseConnectionLost("the relay's database connection was lost")
 
     def _on_notify(self, *_args: object) -> None:
         self._wake.set()
@@ -275,23 +436,15 @@ class OutboxRelay:
         next_purge = loop.time() + self.settings.relay_purge_interval_seconds
         broker_failures = 0
         batch_size = self.settings.relay_batch_size
-        # Ids confirmed by the broker in the previous batch and not marked yet. After a full batch
-        # they are marked while the next batch is being published; after a partial one, in the
-        # same round trip as the next claim. Either way the claim leaves them out meanwhile.
-        confirmed: list[int] = []
-        mark_with_claim = False
+        no_ids: list[int] = []
         while not self._stopping.is_set():
             # Cleared before the claim: a NOTIFY for a commit after this point wakes the next wait.
             self._wake.clear()
-            if confirmed and mark_with_claim:
-                rows = await self._mark_published(connection, confirmed, then_claim=batch_size)
-                self.published_count += len(confirmed)
-                confirmed = []
-            else:
-                rows = await connection.fetch(CLAIM_SQL, batch_size, confirmed)
+            self._check_connection(connection)
+            rows = await connection.fetch(CLAIM_SQL, batch_size, no_ids)
             if rows:
-                outcome = await self._relay(connection, rows, confirmed)
-                confirmed = []
+                reconnects = self.broker.reconnects if self.broker is not None else 0
+                outcome = await self._relay(connection, rows)
                 if outcome.unavailable:
                     broker_failures += 1
                     delay = backoff_seconds(broker_failures, self.settings.relay_max_backoff_seconds)
@@ -301,21 +454,37 @@ class OutboxRelay:
                         pending_in_batch=len(rows) - len(outcome.published),
                         retry_in_seconds=delay,
                     )
-                    await self._sleep(delay)
+                    await self._broker_backoff(delay, reconnects)
                     continue
                 if broker_failures:
                     log.info("events_broker_recovered", after_failures=broker_failures)
                 broker_failures = 0
-                confirmed = outcome.deferred
             if loop.time() >= next_purge:
                 await self._purge(connection)
                 next_purge = loop.time() + self.settings.relay_purge_interval_seconds
-            mark_with_claim = len(rows) < batch_size
-            if mark_with_claim and not confirmed:
+            if len(rows) < batch_size:
                 if self.broker is None or not self.broker.is_open:  # idle: try to reconnect meanwhile
                     await self._connected_broker()
                 await self._wait_for_work(await self._idle_seconds(connection))
-        await self._mark(connection, confirmed)  # stopping: finish the batch in flight
+
+    async def _broker_backoff(self, delay: float, reconnects: int) -> None:
+        """The pause after the broker failed, cut short when it is back (or on stop / database loss)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + delay
+        while not self._stopping.is_set() and not self._db_lost.is_set():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            step = min(remaining, BROKER_PROBE_SECONDS)
+            broker = self.broker
+            if broker is not None and broker.is_open:
+                # The robust connection reconnects by itself: its return ends the pause at once.
+                if await broker.wait_recovered(reconnects, step):
+                    return
+            else:
+                await self._sleep_unless_lost(step)
+                if await self._connected_broker() is not None:  # a fresh connection: try again now
+                    return
 
     async def _idle_seconds(self, connection: asyncpg.Connection) -> float:
         """The poll interval, or less when a refused row is due for its retry sooner."""
@@ -330,36 +499,21 @@ class OutboxRelay:
 
     # --- one batch ------------------------------------------------------------------------
 
-    async def _relay(
-        self, connection: asyncpg.Connection, rows: Sequence[asyncpg.Record], previous: list[int]
-    ) -> BatchOutcome:
-        """Publish a claimed batch (marking the previous one meanwhile), then settle its outcome.
-
-        When every row was confirmed, their marking is deferred to the next batch
-        (`outcome.deferred`); otherwise they are marked and the failures recorded right away, so
-        the next claim already holds back the customers whose rows failed.
-        """
+    async def _relay(self, connection: asyncpg.Connection, rows: Sequence[asyncpg.Record]) -> BatchOutcome:
+        """Publish a claimed batch, marking each row as its confirm arrives, then record the failures."""
         outcome = BatchOutcome()
         broker = await self._connected_broker()
         if broker is None:
-            await self._mark(connection, previous)
             error = self.broker.last_error if self.broker else "broker not connected"
             outcome.unavailable = [(row["id"], error or "broker not connected") for row in rows]
-        elif not previous:
-            await self._publish(broker, rows, outcome)
         else:
-            publishing = asyncio.create_task(self._publish(broker, rows, outcome))
+            marks = ConfirmedMarks(self, connection)
             try:
-                await self._mark(connection, previous)  # the database works while the broker does
-            except BaseException:  # the mark failed (or we are cancelled): abandon the batch
-                publishing.cancel()
-                await asyncio.gather(publishing, return_exceptions=True)
+                await self._publish(broker, connection, rows, outcome, marks)
+            except BaseException:
+                await marks.abandon()
                 raise
-            await publishing
-        if not outcome.rejected and not outcome.unavailable:
-            outcome.deferred = outcome.published
-            return outcome
-        await self._mark(connection, outcome.published)
+            await marks.flush()
         if outcome.rejected:
             await self._record_failures(connection, outcome.rejected, reschedule=True)
             self._retries_scheduled = True
@@ -385,7 +539,8 @@ class OutboxRelay:
                 self.settings.rabbitmq_url,
                 self.settings.events_exchange,
                 app_id=self.settings.service_name,
-                reconnect_interval=min(5.0, self.settings.relay_max_backoff_seconds),
+                reconnect_interval=min(BROKER_RECONNECT_SECONDS, self.settings.relay_max_backoff_seconds),
+                down_after_seconds=DOWN_AFTER_SECONDS,
             )
         try:
             await self.broker.connect()
@@ -394,7 +549,14 @@ class OutboxRelay:
             return None
         return self.broker
 
-    async def _publish(self, broker: EventBroker, rows: Sequence[asyncpg.Record], outcome: BatchOutcome) -> None:
+    async def _publish(
+        self,
+        broker: EventBroker,
+        connection: asyncpg.Connection,
+        rows: Sequence[asyncpg.Record],
+        outcome: BatchOutcome,
+        marks: ConfirmedMarks,
+    ) -> None:
         # One chain per customer keeps its events in order; chains run concurrently, so the
         # confirms of a whole batch are awaited together instead of one round trip per event.
         chains: dict[Any, list[asyncpg.Record]] = {}
@@ -403,6 +565,8 @@ class OutboxRelay:
 
         async def publish_chain(chain: list[asyncpg.Record]) -> None:
             for row in chain:
+                if marks.failed or self._db_lost.is_set():  # the marks cannot be written: stop here
+                    return
                 try:
                     await broker.publish(_outgoing(row))
                 except PublishRejected as exc:
@@ -412,6 +576,8 @@ class OutboxRelay:
                     outcome.unavailable.append((row["id"], str(exc)))
                     return
                 outcome.published.append(row["id"])
+                marks.add(row["id"])
+                self.last_confirm_at = time.monotonic()
                 EVENTS_PUBLISHED.labels(event=row["event_name"]).inc()
 
         timeout = self.settings.relay_publish_timeout_seconds
@@ -420,21 +586,24 @@ class OutboxRelay:
                 if len(chains) == 1:  # one customer (or one event): no tasks needed
                     await publish_chain(next(iter(chains.values())))
                 else:
-                    await asyncio.gather(*(publish_chain(chain) for chain in chains.values()))
+                    # At most PUBLISH_WINDOW chains in flight: few unconfirmed messages at any time,
+                    # so few are published twice when the relay dies.
+                    queue = iter(chains.values())
+
+                    async def publish_chains() -> None:
+                        for chain in queue:
+                            await publish_chain(chain)
+
+                    await asyncio.gather(*(publish_chains() for _ in range(min(PUBLISH_WINDOW, len(chains)))))
         except TimeoutError:
             error = f"no confirm from the broker within {timeout:g} s"
             broker.mark_unavailable(error)
             settled = set(outcome.published) | {row_id for row_id, _ in outcome.rejected + outcome.unavailable}
             outcome.unavailable.extend((row["id"], error) for row in rows if row["id"] not in settled)
 
-    async def _mark_published(
-        self, connection: asyncpg.Connection, ids: list[int], *, then_claim: int = 0
-    ) -> list[asyncpg.Record]:
-        """Set `published_at` on confirmed rows; with `then_claim`, also claim the next batch."""
-        if then_claim:
-            return await connection.fetch(MARK_AND_CLAIM_SQL, then_claim, ids)
+    async def _mark_published(self, connection: asyncpg.Connection, ids: list[int]) -> None:
+        """Set `published_at` on confirmed rows."""
         await connection.execute(MARK_PUBLISHED_SQL, ids)
-        return []
 
     async def _record_failures(
         self, connection: asyncpg.Connection, failures: list[tuple[int, str]], *, reschedule: bool
@@ -474,16 +643,53 @@ class OutboxRelay:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
+    async def _sleep_unless_lost(self, seconds: float) -> None:
+        """A pause that a stop request or the loss of the database connection cuts short."""
+        if self._stopping.is_set() or self._db_lost.is_set():
+            return
+        waits = [asyncio.ensure_future(self._stopping.wait()), asyncio.ensure_future(self._db_lost.wait())]
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waits:
+                waiter.cancel()
+
     # --- readiness --------------------------------------------------------------------------
 
     def broker_report(self) -> dict[str, Any]:
-        if self.role == "disabled":
+        """The broker connection as seen by this relay: `up` | `reconnecting` | `down` (or why there is none)."""
+        state = self.state
+        if state == "disabled":
             return {"status": "not_configured"}
-        if self.role == "standby":
-            return {"status": "standby", "detail": "another replica's relay is publishing"}
+        if state == "standby":
+            return {"status": "standby", "detail": "the leading relay holds the broker connection"}
         if self.broker is None:
+            if state in ("reconnecting", "down"):
+                return {"status": "not_connected", "detail": "the relay is reconnecting to the database"}
             return {"status": "not_connected", "error": self.last_error}
-        return {"status": self.broker.state, "error": self.broker.last_error}
+        report: dict[str, Any] = {"status": self.broker.state, "error": self.broker.last_error}
+        trouble = self.broker.trouble_seconds
+        if trouble is not None:
+            report["since_seconds"] = trouble
+        return report
+
+    def relay_report(self) -> dict[str, Any]:
+        """The relay's own state for /readyz (see the module docstring for the states)."""
+        state = self.state
+        report: dict[str, Any] = {
+            "status": state,
+            "since_seconds": round(time.monotonic() - self._role_since, 3),
+            "application_name": self.application_name,
+            "published": self.published_count,
+            "last_confirm_seconds_ago": (
+                round(time.monotonic() - self.last_confirm_at, 3) if self.last_confirm_at is not None else None
+            ),
+        }
+        if state == "standby":
+            report["lock_holder"] = self.lock_holder
+        if state in ("reconnecting", "down") and self.last_error:
+            report["error"] = self.last_error
+        return report
 
 
 def _outgoing(row: asyncpg.Record) -> OutgoingEvent:
@@ -511,12 +717,20 @@ async def outbox_backlog(engine: AsyncEngine) -> dict[str, Any]:
         "pending": row.pending,
         "failing": row.failing,
         "oldest_pending_age_seconds": round(row.oldest_age, 3) if row.oldest_age is not None else None,
+        # Any relay's last publish (the newest `published_at`), so a standby replica reports it too.
+        "last_publish_seconds_ago": (
+            round(max(row.since_last_publish, 0.0), 3) if row.since_last_publish is not None else None
+        ),
     }
 
 
 @asynccontextmanager
 async def events_readiness(app: Any) -> AsyncIterator[None]:
-    """Register the `events` entry of /readyz: broker state and outbox backlog (never fails it)."""
+    """Register the `events` entry of /readyz: relay, broker and outbox backlog (never fails it).
+
+    `status` is the relay's state when it is not leading (`standby`, `reconnecting`, `down`, ...)
+    and the broker's (`up`, `reconnecting`, `down`) when it is.
+    """
     settings: Settings = app.state.settings
 
     async def report() -> dict[str, Any]:
@@ -527,13 +741,20 @@ async def events_readiness(app: Any) -> AsyncIterator[None]:
             broker = {"status": "not_running_here", "detail": "the relay is disabled in this process"}
         else:
             broker = relay.broker_report()
-        return {
-            "status": broker["status"],
+        relay_state = relay.state if relay is not None else "not_running"
+        status = broker["status"]
+        if relay_state in ("standby", "reconnecting", "down", "starting", "stopped"):
+            status = relay_state
+        report: dict[str, Any] = {
+            "status": status,
             "exchange": settings.events_exchange,
-            "relay": relay.role if relay is not None else "not_running",
+            "relay": relay_state,
             "broker": broker,
             "outbox": await outbox_backlog(app.state.database.engine),
         }
+        if relay is not None:
+            report["relay_detail"] = relay.relay_report()
+        return report
 
     async def refresh_gauges() -> None:
         backlog = await outbox_backlog(app.state.database.engine)

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
@@ -102,7 +103,12 @@ async def running_relay(settings: Settings, database_url: str, relay_class: type
 
 
 class TcpProxy:
-    """A TCP forwarder to the broker that a test can close and reopen: a broker outage on demand."""
+    """A TCP forwarder to a server (the broker, PostgreSQL) that a test can close and reopen.
+
+    `stop` cuts every open connection and refuses new ones (the server is away, as the client
+    sees it); `start` listens again on the same port (the server is back); `stall` keeps the
+    connections open but forwards nothing (a server that hangs without hanging up).
+    """
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
@@ -160,5 +166,26 @@ async def proxy_to(url_host: str, url_port: int) -> AsyncIterator[TcpProxy]:
     proxy = TcpProxy(url_host, url_port)
     try:
         yield proxy
+    finally:
+        await proxy.stop()
+
+
+def through(url: str, proxy: TcpProxy) -> str:
+    """`url` (amqp://, postgresql+asyncpg://, ...) with its host and port replaced by the proxy's."""
+    parts = urlsplit(url)
+    userinfo = parts.netloc.rpartition("@")[0]
+    netloc = f"{userinfo}@127.0.0.1:{proxy.port}" if userinfo else f"127.0.0.1:{proxy.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@asynccontextmanager
+async def proxied(url: str, default_port: int, *, started: bool = True) -> AsyncIterator[tuple[TcpProxy, str]]:
+    """A proxy in front of the server of `url` (listening unless `started=False`) and the URL through it."""
+    parts = urlsplit(url)
+    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or default_port)
+    if started:
+        await proxy.start()
+    try:
+        yield proxy, through(url, proxy)
     finally:
         await proxy.stop()
