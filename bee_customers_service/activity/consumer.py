@@ -285,8 +285,20 @@ class ActivityConsumer:
             await self.stop()
 
     async def report(self) -> dict[str, Any]:
-        """Readiness detail (never makes the service unready: the API works without the consumer)."""
-        return {"status": "up" if self.connected else "down", **asdict(self.counters)}
+        """Readiness detail (never makes the service unready: the API works without the consumer).
+
+        `up`: consuming over a live connection; `reconnecting`: the connection was lost and the
+        robust connection is re-opening it (deliveries resume by themselves); `down`: not connected
+        (the broker refused the first connection, or the consumer stopped).
+        """
+        connection = self._connection
+        if not self.connected or connection is None or connection.is_closed:
+            status = "down"
+        elif not connection.connected.is_set():
+            status = "reconnecting"
+        else:
+            status = "up"
+        return {"status": status, **asdict(self.counters)}
 
     # --- receiving and batching ----------------------------------------------------------------
 
