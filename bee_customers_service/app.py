@@ -82,9 +82,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.token_verifier = TokenVerifier(settings)
-    app.state.readiness_reporters: dict[str, ReadinessReporter] = {}
+    readiness_reporters: dict[str, ReadinessReporter] = {}
+    app.state.readiness_reporters = readiness_reporters
     # Async callables run before each /metrics scrape to refresh gauges (e.g. the outbox backlog).
-    app.state.metrics_refreshers: list[Callable[[], Awaitable[None]]] = []
+    metrics_refreshers: list[Callable[[], Awaitable[None]]] = []
+    app.state.metrics_refreshers = metrics_refreshers
     app.state.rate_limiter = RateLimiter(settings)
     app.state.avatar_storage = storage_from_settings(settings)
 

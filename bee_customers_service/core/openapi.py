@@ -151,8 +151,8 @@ def _post_process(schema: dict[str, Any]) -> None:
                 extra += _WITH_BODY
             if operation.get("parameters") or "requestBody" in operation:
                 extra.append(422)
-            for status in extra:
-                responses.setdefault(str(status), _problem_response(status))
+            for code in extra:
+                responses.setdefault(str(code), _problem_response(code))
             for status, response in responses.items():
                 if status.isdigit() and int(status) >= 400 and _is_fastapi_default(response.get("content")):
                     response["content"] = _problem_response(int(status))["content"]

@@ -63,7 +63,7 @@ _adapters: dict[tuple[Any, ...], TypeAdapter[Any]] = {}
 def _adapter(types: Sequence[Any]) -> TypeAdapter[Any]:
     key = tuple(types)
     if key not in _adapters:
-        _adapters[key] = TypeAdapter(tuple[key])  # tuple[(a, b)] is tuple[a, b]
+        _adapters[key] = TypeAdapter(tuple[key])  # type: ignore[valid-type]  # tuple[(a, b)] is tuple[a, b]
     return _adapters[key]
 
 

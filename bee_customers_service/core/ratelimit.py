@@ -73,7 +73,7 @@ class RateLimiter:
             storage = storage_from_string(
                 "async+" + settings.redis_url,
                 implementation="redispy",
-                connection_pool=self._pool,
+                connection_pool=self._pool,  # type: ignore[arg-type]  # limits types options as scalars
                 key_prefix=settings.ratelimit_key_prefix,
                 wrap_exceptions=True,
             )
