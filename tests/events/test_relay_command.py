@@ -1,40 +1,19 @@
 """`bee-customers relay` on its own: publishes the outbox and stops cleanly on SIGTERM."""
 
 import asyncio
-import os
 import signal
-import sys
 import uuid
-from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bee_customers_service.events import outbox
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.events.tools import spawn_relay
 
 
 async def test_relay_command_publishes_and_stops_on_sigterm(
     consumer, rabbitmq, exchange_name, database_url, engine, world
 ):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BEE_")}
-    env.update(
-        BEE_DATABASE_URL=database_url,
-        BEE_RABBITMQ_URL=rabbitmq,
-        BEE_EVENTS_EXCHANGE=exchange_name,
-        BEE_RELAY_POLL_SECONDS="0.2",
-        BEE_RELAY_MAX_BACKOFF_SECONDS="0.5",
-    )
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bee_customers_service.cli",
-        "relay",
-        cwd=ROOT,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
+    process = await spawn_relay(database_url, rabbitmq, exchange_name, capture_output=True)
     try:
         customer_id = uuid.uuid4()
         async with AsyncSession(engine) as session:

@@ -7,11 +7,8 @@ relay killed mid-batch publishes again only a handful of events.
 """
 
 import asyncio
-import os
 import signal
-import sys
 import uuid
-from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,9 +17,8 @@ from bee_customers_service.events import outbox
 from bee_customers_service.events.broker import describe
 from tests.activity.conftest import activity_settings_for, broker_names, remove_topology
 from tests.conftest import client_for, running_app
-from tests.events.tools import eventually, proxied, running_relay
+from tests.events.tools import eventually, proxied, running_relay, spawn_relay
 
-ROOT = Path(__file__).resolve().parents[2]
 RECOVERY_SECONDS = 5.0  # the issue's target for publishing to resume once the server is back
 
 
@@ -223,26 +219,9 @@ async def test_relay_killed_mid_batch_republishes_only_a_few(
     customers = [uuid.uuid4() for _ in range(1000)]
     total = len(customers) * 4
     await _enqueue(engine, world.business_id, customers, 4)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BEE_")}
-    env.update(
-        BEE_DATABASE_URL=database_url,
-        BEE_RABBITMQ_URL=rabbitmq,
-        BEE_EVENTS_EXCHANGE=exchange_name,
-        BEE_RELAY_POLL_SECONDS="0.2",
-        BEE_RELAY_MAX_BACKOFF_SECONDS="0.5",
-    )
     for kill in range(KILLS):
         before = total - await _pending(fetch, world.business_id)
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bee_customers_service.cli",
-            "relay",
-            cwd=ROOT,
-            env=env,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
+        process = await spawn_relay(database_url, rabbitmq, exchange_name)
         try:
             # Saturated: thousands pending, the relay is in the middle of a batch when it dies.
             await eventually(

@@ -3,9 +3,12 @@
 import asyncio
 import contextlib
 import json
+import os
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -189,3 +192,31 @@ async def proxied(url: str, default_port: int, *, started: bool = True) -> Async
         yield proxy, through(url, proxy)
     finally:
         await proxy.stop()
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def spawn_relay(
+    database_url: str, rabbitmq_url: str, exchange: str, *, capture_output: bool = False
+) -> asyncio.subprocess.Process:
+    """`bee-customers relay` as its own process, with only these BEE_ settings and fast retries."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BEE_")}
+    env.update(
+        BEE_DATABASE_URL=database_url,
+        BEE_RABBITMQ_URL=rabbitmq_url,
+        BEE_EVENTS_EXCHANGE=exchange,
+        BEE_RELAY_POLL_SECONDS="0.2",
+        BEE_RELAY_MAX_BACKOFF_SECONDS="0.5",
+    )
+    output = asyncio.subprocess.PIPE if capture_output else asyncio.subprocess.DEVNULL
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bee_customers_service.cli",
+        "relay",
+        cwd=ROOT,
+        env=env,
+        stdout=output,
+        stderr=asyncio.subprocess.STDOUT if capture_output else asyncio.subprocess.DEVNULL,
+    )
