@@ -161,6 +161,26 @@ async def caught_up(plain_url: str, writer: asyncio.Task[None]) -> float:
         await asyncio.sleep(0.05)
 
 
+async def drained_row(
+    plain_url: str,
+    writer: asyncio.Task[None],
+    sink: Sink,
+    sampler: asyncio.Task[None],
+    stop: asyncio.Event,
+    before: set[str],
+    **row: Any,
+) -> dict[str, Any]:
+    """Once every write is done and published: the table row with the events lost and duplicated."""
+    await writer
+    while await pending(plain_url):  # noqa: ASYNC110 (polling the database)
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)  # the last confirmed messages reach the queue
+    stop.set()
+    await sampler
+    ids = await event_ids(plain_url) - before
+    return {**row, "lost": len(ids - sink.counts.keys()), "duplicates": sink.duplicates}
+
+
 async def broker_outage(plain_url: str, db_url: str, outage: float, writes: int, rate: float) -> dict[str, Any]:
     exchange = f"bee.bench.faults.{uuid.uuid4().hex[:10]}"
     broker = aio_pika.connection.make_url(RABBITMQ_URL)
@@ -183,23 +203,20 @@ async def broker_outage(plain_url: str, db_url: str, outage: float, writes: int,
             backlog = await pending(plain_url)
             await proxy.start()
             recover = await caught_up(plain_url, writer)
-            await writer
-            while await pending(plain_url):  # noqa: ASYNC110 (polling the database)
-                await asyncio.sleep(0.05)
-            await asyncio.sleep(0.5)  # the last confirmed messages reach the queue
-            stop.set()
-            await sampler
-            ids = await event_ids(plain_url) - before
-            return {
-                "run": f"broker cut {outage:g} s during {writes} writes",
-                "statuses": statuses,
-                "states": seen,
-                "backlog": backlog,
-                "notice": "-",
-                "recover": recover,
-                "lost": len(ids - sink.counts.keys()),
-                "duplicates": sink.duplicates,
-            }
+            return await drained_row(
+                plain_url,
+                writer,
+                sink,
+                sampler,
+                stop,
+                before,
+                run=f"broker cut {outage:g} s during {writes} writes",
+                statuses=statuses,
+                states=seen,
+                backlog=backlog,
+                notice="-",
+                recover=recover,
+            )
     finally:
         await relay.stop()
         await proxy.stop()
@@ -236,23 +253,20 @@ async def database_outage(plain_url: str, db_url: str, outage: float, rate: floa
             backlog = await pending(plain_url)
             await proxy.start()
             recover = await caught_up(plain_url, writer)
-            await writer
-            while await pending(plain_url):  # noqa: ASYNC110 (polling the database)
-                await asyncio.sleep(0.05)
-            await asyncio.sleep(0.5)
-            stop.set()
-            await sampler
-            ids = await event_ids(plain_url) - before
-            return {
-                "run": f"relay's PostgreSQL cut {outage:g} s",
-                "statuses": statuses,
-                "states": seen,
-                "backlog": backlog,
-                "notice": notice,
-                "recover": recover,
-                "lost": len(ids - sink.counts.keys()),
-                "duplicates": sink.duplicates,
-            }
+            return await drained_row(
+                plain_url,
+                writer,
+                sink,
+                sampler,
+                stop,
+                before,
+                run=f"relay's PostgreSQL cut {outage:g} s",
+                statuses=statuses,
+                states=seen,
+                backlog=backlog,
+                notice=notice,
+                recover=recover,
+            )
     finally:
         await relay.stop()
         await proxy.stop()
