@@ -7,12 +7,15 @@ On a developer machine a missing RabbitMQ or Redis skips the tests that need it;
 import asyncio
 import os
 import socket
+import subprocess
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import asyncpg
+import httpx
 import pytest
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -95,3 +98,17 @@ async def drop_database(server_url: str, name: str) -> None:
 
 def _asyncpg_dsn(url: str) -> str:
     return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+def wait_for_http(url: str, process: subprocess.Popen[bytes], *, timeout: float, interval: float, what: str) -> None:
+    """Poll `url` until it answers 200; fail at once if `process` (`what`) exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"{what} exited before answering {url}"
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(interval)
+    raise AssertionError(f"{what} did not answer {url} within {timeout:g} s")

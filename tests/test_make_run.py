@@ -12,22 +12,9 @@ import httpx
 
 from bee_customers_service.core.config import Settings
 from bee_customers_service.core.security import mint_token
-from tests.services import free_port
+from tests.services import free_port, wait_for_http
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _wait_until_healthy(base_url: str, process: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "make run exited early"
-        try:
-            if httpx.get(f"{base_url}/healthcheck", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError("make run did not serve /healthcheck in time")
 
 
 def test_make_run_serves_with_embedded_postgres():
@@ -45,7 +32,7 @@ def test_make_run_serves_with_embedded_postgres():
     )
     base_url = f"http://127.0.0.1:{port}"
     try:
-        _wait_until_healthy(base_url, process)
+        wait_for_http(f"{base_url}/healthcheck", process, timeout=120, interval=0.5, what="make run")
         dev = Settings(_env_file=None)  # type: ignore[call-arg]
         service = mint_token(dev, sub=uuid.uuid4(), roles=["service"])
         body = {

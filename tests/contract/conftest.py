@@ -7,7 +7,6 @@ what they check is the document and the answers a deployment really gives.
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ import httpx
 import pytest
 
 from tests.conftest import JWT_SECRET, token_headers
-from tests.services import free_port
+from tests.services import free_port, wait_for_http
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,19 +36,6 @@ class LiveApi:
     # One token that passes every access rule for the customer above: itself, an admin of its
     # business and an internal service at once, so generated requests get past authorization.
     everything: dict[str, str]
-
-
-def _wait_ready(base_url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "the server exited during start-up"
-        try:
-            if httpx.get(f"{base_url}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("the server did not become ready")
 
 
 @pytest.fixture(scope="session")
@@ -74,7 +60,7 @@ def live_api(settings, database_url: str, tmp_path_factory: pytest.TempPathFacto
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base_url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(base_url, process)
+        wait_for_http(f"{base_url}/readyz", process, timeout=60, interval=0.1, what="the server")
         business_id = uuid.uuid4()
         user_id = uuid.uuid4()
         admin = token_headers(settings, roles=["admin_manager"], business_ids=[business_id])
