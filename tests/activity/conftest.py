@@ -122,11 +122,18 @@ class Feed:
                 raise AssertionError(f"the consumer settled {self.settled()} of {target} messages in {within}s")
             await asyncio.sleep(0.02)
 
-    async def dead_letters(self) -> list[DeadLetter]:
-        """Everything now in the dead-letter queue (taken out of it)."""
+    async def dead_letters(self, *, expect: int = 0, within: float = 5.0) -> list[DeadLetter]:
+        """Everything now in the dead-letter queue (taken out of it), waiting up to `within` seconds
+        for `expect` of them: the copy is confirmed before the broker has routed it to the queue."""
         queue = await self.channel.get_queue(self.settings.activity_dead_letter_queue, ensure=False)
         found: list[DeadLetter] = []
-        while (message := await queue.get(no_ack=True, fail=False)) is not None:
+        deadline = time.monotonic() + within
+        while (message := await queue.get(no_ack=True, fail=False)) is not None or (
+            len(found) < expect and time.monotonic() < deadline
+        ):
+            if message is None:
+                await asyncio.sleep(0.02)
+                continue
             headers = dict(message.headers or {})
             reason = headers.get("x-bee-dead-letter-reason", b"")
             found.append(

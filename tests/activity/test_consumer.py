@@ -194,7 +194,7 @@ async def test_an_unknown_customer_without_a_snapshot_is_dead_lettered(client, w
     key, body = order_completed(stranger)
     await feed.send((key, body))
 
-    [dead] = [d for d in await feed.dead_letters() if json.loads(d.body).get("event_id") == body["event_id"]]
+    [dead] = [d for d in await feed.dead_letters(expect=1) if json.loads(d.body).get("event_id") == body["event_id"]]
     assert dead.reason.startswith("unknown customer")
     assert dead.routing_key == key
     assert await fetch("SELECT 1 FROM customers WHERE business_id = :b", b=world.business_id) == []
@@ -211,7 +211,7 @@ async def test_malformed_and_incomplete_messages_are_dead_lettered_and_later_one
         order_completed(customer, total="12.00"),
     )
 
-    reasons = sorted(d.reason for d in await feed.dead_letters())
+    reasons = sorted(d.reason for d in await feed.dead_letters(expect=3))
     assert reasons == ["invalid payload: missing field total", "malformed JSON", "the body is not a JSON object"]
     assert (await _stats(client, world, customer))["total_orders"] == 1
 
@@ -225,7 +225,7 @@ async def test_a_message_that_keeps_failing_is_retried_then_parked_with_the_erro
     key, body = order_completed(customer, total="9999999999.99")
     await feed.send((key, body))
 
-    [dead] = [d for d in await feed.dead_letters() if json.loads(d.body).get("event_id") == body["event_id"]]
+    [dead] = [d for d in await feed.dead_letters(expect=1) if json.loads(d.body).get("event_id") == body["event_id"]]
     assert dead.reason.startswith("gave up after 3 attempts")
     assert dead.routing_key == key
     assert feed.consumer.counters.retried - retried == 2
@@ -247,7 +247,7 @@ async def test_late_events_after_an_erasure_do_not_resurrect_the_customer(client
     key, body = order_completed(customer, total="55.00", snapshot=snapshot)  # an order completed after the delete
     await feed.send((key, body))
 
-    [dead] = [d for d in await feed.dead_letters() if json.loads(d.body).get("event_id") == body["event_id"]]
+    [dead] = [d for d in await feed.dead_letters(expect=1) if json.loads(d.body).get("event_id") == body["event_id"]]
     assert dead.reason.startswith("erased customer")
     assert await fetch("SELECT 1 FROM customers WHERE user_id = :u", u=uuid.UUID(customer["user_id"])) == []
 
