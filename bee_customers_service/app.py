@@ -24,7 +24,8 @@ from bee_customers_service.core.openapi import install_openapi
 from bee_customers_service.core.ratelimit import RateLimiter
 from bee_customers_service.core.security import TokenVerifier
 from bee_customers_service.customers.router import router as customers_router
-from bee_customers_service.events.relay import events_readiness, relay_component
+from bee_customers_service.events.readiness import events_readiness
+from bee_customers_service.events.relay import relay_component
 from bee_customers_service.gdpr.router import router as gdpr_router
 from bee_customers_service.notes.router import router as notes_router
 from bee_customers_service.search.router import router as search_router
@@ -63,8 +64,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for factory in _background_components(settings):
                 await stack.enter_async_context(factory(app))
             # Everything built so far (modules, models, routes, the pool) lives as long as the
-            # process: move it out of the collector's reach. A full collection over it cost ~70 ms
-            # of stopped worker per run, a latency spike for every request in flight.
+            # process: move it out of the collector's reach. A full collection over it stops the
+            # worker long enough to be a latency spike for every request in flight (bench/README.md).
             gc.collect()
             gc.freeze()
             try:

@@ -19,6 +19,7 @@ import structlog
 from aio_pika.abc import AbstractExchange, AbstractRobustChannel, AbstractRobustConnection
 from aio_pika.connection import make_url
 from aio_pika.exceptions import DeliveryError, PublishError
+from pamqp.commands import Basic
 
 log = structlog.get_logger(__name__)
 
@@ -57,6 +58,12 @@ def describe(exc: BaseException) -> str:
     """A short, stable description of an error: class and message, object reprs replaced by their class."""
     text = _ADDRESS.sub("", _OBJECT_REPR.sub(r"\1", str(exc))).strip()
     return f"{type(exc).__name__}: {text}"[:500] if text else type(exc).__name__
+
+
+def short_error(exc: BaseException) -> str:
+    """One line about an error, the database's own message for a wrapped DBAPI error (consumer logs)."""
+    text = str(getattr(exc, "orig", None) or exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}"[:300]
 
 
 def build_message(event: OutgoingEvent, *, app_id: str) -> aio_pika.Message:
@@ -177,7 +184,7 @@ class EventBroker:
             # itself; the caller bounds a whole batch of confirms with one timeout instead.
             await self._exchange.publish(message, routing_key=event.name, mandatory=True)
         except PublishError as exc:  # returned: no queue is bound for this routing key
-            raise PublishRejected(f"unroutable: {exc.message.delivery.reply_text}") from exc
+            raise PublishRejected(f"unroutable: {_reply_text(exc)}") from exc
         except DeliveryError as exc:  # nacked by the broker
             raise PublishRejected(describe(exc)) from exc
         except Exception as exc:  # channel closed, connection lost, confirm timed out
@@ -218,6 +225,12 @@ class EventBroker:
         connection, self._connection, self._channel, self._exchange = self._connection, None, None, None
         if connection is not None:
             await _close_quietly(connection)
+
+
+def _reply_text(exc: PublishError) -> str:
+    """The broker's reason for returning a message (e.g. NO_ROUTE)."""
+    delivery = exc.message.delivery if exc.message is not None else None
+    return delivery.reply_text if isinstance(delivery, Basic.Return) else describe(exc)
 
 
 async def _close_quietly(connection: AbstractRobustConnection) -> None:

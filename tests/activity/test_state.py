@@ -106,7 +106,7 @@ class _Delivery:
 
 
 def test_the_ack_window_acknowledges_only_a_fully_settled_prefix():
-    from bee_customers_service.activity.consumer import AckWindow
+    from bee_customers_service.events.acks import AckWindow
 
     window = AckWindow(channel=None)
     deliveries = [_Delivery(tag) for tag in range(1, 7)]
