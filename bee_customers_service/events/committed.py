@@ -8,29 +8,25 @@ exactly the committed changes, and no service has to remember to log or count.
 from typing import Any
 
 import structlog
+from prometheus_client import Counter
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from bee_customers_service.core.context import client_ip_var, user_agent_var
-from bee_customers_service.core.metrics import COUNTER_BY_EVENT
 from bee_customers_service.core.types import sanitize_header_text
+from bee_customers_service.events.catalogue import CATALOGUE, CustomerCreated
 
 PENDING_EVENTS_KEY = "bee_pending_events"
 
 audit_log = structlog.get_logger("bee_customers_service.audit")
 
-# The fields of each event that may go into the audit log (spec 5.3). A whitelist, so emails,
-# phones, names and note contents never reach the logs, whatever an event carries.
+# The fields of each event that may go into the audit log (spec 5.3): those the catalogue marks
+# AUDIT. A whitelist, so emails, phones, names and note contents never reach the logs, whatever an
+# event carries. An event outside the catalogue is recorded by its ids only.
 _COMMON = ("event_id", "customer_id", "business_id")
-AUDIT_FIELDS: dict[str, tuple[str, ...]] = {
-    "v1.customer.created": (*_COMMON, "user_id"),
-    "v1.customer.updated": (*_COMMON, "fields_changed", "updated_by"),
-    "v1.customer.tagged": (*_COMMON, "tag", "tag_id", "created_by"),
-    "v1.customer.untagged": (*_COMMON, "tag", "tag_id", "deleted_by"),
-    "v1.customer.note_added": (*_COMMON, "note_id", "created_by"),
-    "v1.customer.avatar_updated": (*_COMMON, "old_avatar_url", "new_avatar_url", "updated_by"),
-    "v1.customer.deleted": (*_COMMON, "user_id", "gdpr_request_id"),
-}
+AUDIT_FIELDS: dict[str, tuple[str, ...]] = {name: cls.audit_fields() for name, cls in CATALOGUE.items()}
+# Which committed event moves which business counter.
+COUNTER_BY_EVENT: dict[str, Counter] = {name: cls.counter for name, cls in CATALOGUE.items() if cls.counter is not None}
 
 
 def remember(session: Session, body: dict[str, Any]) -> None:
@@ -50,7 +46,7 @@ def _after_commit(session: Session) -> None:
         if counter is not None:
             counter.inc()
         extra: dict[str, Any] = {}
-        if body["event"] == "v1.customer.created":
+        if body["event"] == CustomerCreated.name:
             # The User-Agent is the client's raw text: cleaned where it is recorded (no NUL, controls, surrogates).
             extra = {"client_ip": client_ip_var.get(), "user_agent": sanitize_header_text(user_agent_var.get())}
         audit_log.info("audit", audit_event=body["event"], **audit_fields(body), **extra)
