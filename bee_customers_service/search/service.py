@@ -60,7 +60,6 @@ async def search_customers(session: AsyncSession, *, params: SearchParams, setti
 
     page_rows, next_cursor = cursors.page_of(rows, params.limit, key=key, scope=scope)
     total = await repository.count(session, filters) if params.include_total else None
-    await session.commit()  # read-only; ends the transaction the SET LOCAL lived in
     return SearchPage(
         items=[SearchItem.model_validate(row._mapping) for row in page_rows], next_cursor=next_cursor, total=total
     )

@@ -44,7 +44,7 @@ def upgrade() -> None:
             f' (business_id, (public.bee_name_word(search_name, {word}) COLLATE "C"), created_at, id)'
         )
     # Names with a digit or punctuation other than ' and - (rare): what a query such as "ioana.vl"
-    # can be a substring of (search/repository.py UNUSUAL_NAME, the same expression).
+    # can be a substring of (search/repository/phases.py UNUSUAL_NAME, the same expression).
     op.execute(
         "CREATE INDEX ix_customers_business_unusual_name ON customers (business_id)"
         " WHERE search_name ~ '[^[:alpha:] ''-]'"
