@@ -163,8 +163,9 @@ def _gdpr_cleanup(args: argparse.Namespace) -> int:
         settings = get_settings()
         database = Database(resolve_database_url(settings), settings)
         try:
-            async with database.sessionmaker() as session:
-                waiting = await gdpr_service.retry_pending_objects(session, storage=storage_from_settings(settings))
+            waiting = await gdpr_service.retry_pending_objects(
+                database.sessionmaker, storage=storage_from_settings(settings)
+            )
         finally:
             await database.dispose()
         print(f"erasure records still waiting for object deletion: {waiting}")
@@ -177,9 +178,10 @@ def _consume(args: argparse.Namespace) -> int:
     """Run the activity consumer until SIGTERM/SIGINT."""
     import asyncio
 
-    from bee_customers_service.activity.consumer import ActivityConsumer, run_until_stopped
+    from bee_customers_service.activity.consumer import ActivityConsumer
     from bee_customers_service.core.db import Database, resolve_database_url
     from bee_customers_service.core.observability import configure_logging
+    from bee_customers_service.events.consumer import run_until_stopped
 
     settings = get_settings()
     if not settings.rabbitmq_url:

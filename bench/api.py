@@ -48,7 +48,12 @@ BENCH_SECRET = "bench-secret-0123456789abcdef0123456789abcdef"
 CUSTOMER = "md5(:business::text || ':' || :n::text)::uuid"
 # The GET statement itself, taken from the service (the ORM read at the start of a PATCH has the
 # same shape: the customer's columns with the same two subqueries).
-ADMIN_READ = customers_repository._READ_ADMIN_PROFILE.replace("$1", CUSTOMER) + ";"
+ADMIN_READ = (
+    customers_repository._READ_ADMIN_PROFILE.replace("$1::UUID", CUSTOMER)
+    .replace("$2::UUID[]", "ARRAY[:business::uuid]")  # the admin's businesses
+    .replace("$3::UUID", "NULL::uuid")  # an admin is not the customer
+    + ";"
+)
 # PATCH renames the customer to a real name drawn from the seeder's lists, in pgbench and in wrk
 # (main() writes them for the wrk script): a made-up word in every name would make each rename
 # prove, through the name-words trigger, that no other customer still holds the old one.

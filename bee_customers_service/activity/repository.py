@@ -5,7 +5,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, text
+from sqlalchemy import bindparam, column, func, select, table, text
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.types import DateTime, Numeric, String
@@ -17,36 +17,24 @@ _TEXTS = ARRAY(String())
 _TIMES = ARRAY(DateTime(timezone=True))
 _MONEY = ARRAY(Numeric(12, 2))
 
-# Every writer locks customer rows in (business_id, user_id) order, so two transactions never wait
-# on each other in a cycle. The LATERAL ... LIMIT 1 makes PostgreSQL lock row by row, in the order
-# of the arrays, through the unique index (a hash join would scan the whole table).
-_LOCK_CUSTOMERS = text(
-    """
-    SELECT c.id, c.business_id, c.user_id
-    FROM unnest(:business_ids, :user_ids) WITH ORDINALITY AS k(business_id, user_id, n)
-    CROSS JOIN LATERAL (
-        SELECT id, business_id, user_id FROM customers
-        WHERE user_id = k.user_id AND business_id = k.business_id
-        LIMIT 1
-        FOR UPDATE
-    ) c
-    ORDER BY k.n
-    """
-).bindparams(bindparam("business_ids", type_=_UUIDS), bindparam("user_ids", type_=_UUIDS))
+# The erasure records (gdpr/ owns them, and builds on activity/ for its export): a bare table here.
+_gdpr_requests = table(
+    "gdpr_requests",
+    column("kind"),
+    column("subject_user_id"),
+    column("business_ids", ARRAY(UUID(as_uuid=True))),
+    column("requested_at"),
+)
 
 
-async def lock_customers_by_user(
-    session: AsyncSession, pairs: Iterable[tuple[uuid.UUID, uuid.UUID]]
-) -> dict[tuple[uuid.UUID, uuid.UUID], uuid.UUID]:
-    """Lock the profiles of (business_id, user_id) pairs, in that order (no deadlocks between
-    consumers); returns the customer id of each pair that has a profile."""
-    pairs = sorted(set(pairs))
-    if not pairs:
-        return {}
-    result = await session.execute(
-        _LOCK_CUSTOMERS, {"business_ids": [p[0] for p in pairs], "user_ids": [p[1] for p in pairs]}
+async def latest_erasure_at(session: AsyncSession, *, user_id: uuid.UUID, business_id: uuid.UUID) -> datetime | None:
+    """When the user was last erased from the business (None if never)."""
+    statement = select(func.max(_gdpr_requests.c.requested_at)).where(
+        _gdpr_requests.c.kind == "erasure",
+        _gdpr_requests.c.subject_user_id == user_id,
+        _gdpr_requests.c.business_ids.contains([business_id]),
     )
-    return {(row.business_id, row.user_id): row.id for row in result}
+    return (await session.execute(statement)).scalar_one_or_none()
 
 
 _CLAIM_EVENTS = text(
@@ -233,15 +221,6 @@ async def recompute(session: AsyncSession, customer_ids: Iterable[uuid.UUID]) ->
     ids = sorted(set(customer_ids))
     if ids:
         await session.execute(_RECOMPUTE, {"customer_ids": ids})
-
-
-async def lock_customers(session: AsyncSession, customer_ids: Sequence[uuid.UUID]) -> None:
-    await session.execute(
-        text("SELECT id FROM customers WHERE id = ANY(:ids) ORDER BY business_id, user_id FOR UPDATE").bindparams(
-            bindparam("ids", type_=_UUIDS)
-        ),
-        {"ids": list(customer_ids)},
-    )
 
 
 async def customer_ids_of_business(

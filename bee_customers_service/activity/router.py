@@ -7,11 +7,11 @@ from starlette.responses import Response
 
 from bee_customers_service.activity import service
 from bee_customers_service.activity.schemas import CustomerStats, HistoryPage
-from bee_customers_service.core.dependencies import SessionDep, SettingsDep
+from bee_customers_service.core.dependencies import ReadSessionDep, SessionDep, SettingsDep
 from bee_customers_service.core.openapi import problems
 from bee_customers_service.core.responses import json_response
 from bee_customers_service.core.types import SafeStr
-from bee_customers_service.customers.dependencies import AdminCustomer, SelfOrAdminCustomer
+from bee_customers_service.customers.dependencies import AdminOfCustomer, SelfOrAdminRead
 
 router = APIRouter(prefix="/customers", tags=["activity"])
 
@@ -22,7 +22,7 @@ router = APIRouter(prefix="/customers", tags=["activity"])
     responses=problems(404),
     summary="Statistics, frequency and RFM segment",
 )
-async def get_stats(customer: SelfOrAdminCustomer, session: SessionDep, settings: SettingsDep) -> Response:
+async def get_stats(customer: SelfOrAdminRead, session: ReadSessionDep, settings: SettingsDep) -> Response:
     return json_response(await service.stats(session, customer, settings=settings))
 
 
@@ -33,8 +33,8 @@ async def get_stats(customer: SelfOrAdminCustomer, session: SessionDep, settings
     summary="Orders and appointments, newest first",
 )
 async def get_history(
-    customer: SelfOrAdminCustomer,
-    session: SessionDep,
+    customer: SelfOrAdminRead,
+    session: ReadSessionDep,
     settings: SettingsDep,
     kind: Annotated[Literal["order", "appointment"] | None, Query(description="only orders or appointments")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
@@ -51,5 +51,5 @@ async def get_history(
     responses=problems(404),
     summary="Rebuild the aggregates from the activity rows (admins)",
 )
-async def recompute_stats(customer: AdminCustomer, session: SessionDep, settings: SettingsDep) -> Response:
+async def recompute_stats(customer: AdminOfCustomer, session: SessionDep, settings: SettingsDep) -> Response:
     return json_response(await service.recompute_customer(session, customer, settings=settings))

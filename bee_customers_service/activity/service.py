@@ -4,9 +4,9 @@ import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import AwareDatetime, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -21,11 +21,10 @@ from bee_customers_service.core.pagination import CursorCodec
 from bee_customers_service.customers import service as customers_service
 from bee_customers_service.customers.models import Customer
 from bee_customers_service.customers.schemas import CustomerCreate
-from bee_customers_service.gdpr import service as gdpr_service
 
 HISTORY_CURSOR_SCOPE = "history:v1"
-APPLIED = "applied"
-DUPLICATE = "duplicate"
+APPLIED: Final = "applied"
+DUPLICATE: Final = "duplicate"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +45,7 @@ def _snapshot_profile(change: Change) -> CustomerCreate | Refused:
             user_id=change.user_id,
             business_id=change.business_id,
             full_name=snapshot.full_name,
-            email=snapshot.email,  # type: ignore[arg-type]
+            email=snapshot.email,
             phone=snapshot.phone,
         )
     except ValidationError as exc:
@@ -59,7 +58,7 @@ async def _customers_for(
 ) -> dict[tuple[uuid.UUID, uuid.UUID], uuid.UUID]:
     """Lock every profile the changes touch; create missing ones from a snapshot (v1.customer.created)."""
     pairs = {(c.business_id, c.user_id) for c in changes}
-    customers = await repository.lock_customers_by_user(session, pairs)
+    customers = await customers_service.lock_profiles_by_user(session, pairs)
     for pair in sorted(pairs - customers.keys()):
         indexes = [i for i, c in enumerate(changes) if (c.business_id, c.user_id) == pair]
         with_snapshot = next((changes[i] for i in indexes if changes[i].snapshot is not None), None)
@@ -69,9 +68,7 @@ async def _customers_for(
                 f"unknown customer: user {pair[1]} has no profile in business {pair[0]} and the event carries"
                 " no customer snapshot"
             )
-        elif not await gdpr_service.resurrection_allowed(
-            session, user_id=pair[1], business_id=pair[0], settings=settings
-        ):
+        elif not await resurrection_allowed(session, user_id=pair[1], business_id=pair[0], settings=settings):
             # A late event (an order completed after the erasure) must not bring the person back.
             refusal = Refused(f"erased customer: user {pair[1]} was erased from business {pair[0]} (GDPR)")
         else:
@@ -80,18 +77,33 @@ async def _customers_for(
                 refusal = data
             else:
                 try:
-                    created = await customers_service.insert_customer(session, data=data, settings=settings)
+                    created = await customers_service.create_customer(session, data=data, settings=settings)
+                except customers_service.CustomerAlreadyExists:  # created meanwhile by someone else: lock theirs
+                    customers.update(await customers_service.lock_profiles_by_user(session, [pair]))
                 except DomainError as exc:  # e.g. a phone number that is not one
                     refusal = Refused(f"invalid customer snapshot: {exc.detail}")
                 else:
-                    if created is not None:
-                        customers[pair] = created.id
-                    else:  # created meanwhile by someone else: lock theirs
-                        customers.update(await repository.lock_customers_by_user(session, [pair]))
+                    customers[pair] = created.id
         if refusal is not None:
             for i in indexes:
                 outcomes[i] = refusal
     return customers
+
+
+async def resurrection_allowed(
+    session: AsyncSession, *, user_id: uuid.UUID, business_id: uuid.UUID, settings: Settings
+) -> bool:
+    """May a late upstream event re-create an erased profile from its customer snapshot?
+
+    Never by default: an order completed after an erasure must not bring the person back. With
+    `BEE_GDPR_RESURRECT_AFTER_DAYS` set, a snapshot may re-create it once the erasure is older.
+    """
+    erased_at = await repository.latest_erasure_at(session, user_id=user_id, business_id=business_id)
+    if erased_at is None:
+        return True
+    if settings.gdpr_resurrect_after_days is None:
+        return False
+    return datetime.now(UTC) - erased_at >= timedelta(days=settings.gdpr_resurrect_after_days)
 
 
 async def apply_changes(session: AsyncSession, changes: Sequence[Change], *, settings: Settings) -> list[Outcome]:
@@ -306,9 +318,8 @@ async def history(
 
 async def recompute_customer(session: AsyncSession, customer: Customer, *, settings: Settings) -> CustomerStats:
     """Rebuild one customer's aggregates from its activity rows; returns the fresh statistics."""
-    await repository.lock_customers(session, [customer.id])
+    await customers_service.lock_customers(session, [customer.id])
     await repository.recompute(session, [customer.id])
-    await session.commit()
     await session.refresh(customer)
     return await stats(session, customer, settings=settings)
 
@@ -316,7 +327,11 @@ async def recompute_customer(session: AsyncSession, customer: Customer, *, setti
 async def recompute_business(
     sessionmaker: async_sessionmaker[AsyncSession], business_id: uuid.UUID, *, chunk: int = 500
 ) -> int:
-    """Rebuild the aggregates of every customer of a business, `chunk` customers per transaction."""
+    """Rebuild the aggregates of every customer of a business, `chunk` customers per transaction.
+
+    Its own transactions (a sessionmaker, not a request's session): a business with many customers
+    must not hold all their row locks at once.
+    """
     done = 0
     after: uuid.UUID | None = None
     while True:
@@ -324,7 +339,7 @@ async def recompute_business(
             ids = await repository.customer_ids_of_business(session, business_id, after=after, limit=chunk)
             if not ids:
                 return done
-            await repository.lock_customers(session, ids)
+            await customers_service.lock_customers(session, ids)
             await repository.recompute(session, ids)
             await session.commit()
         done += len(ids)

@@ -11,14 +11,14 @@ from bee_customers_service.avatars import service
 from bee_customers_service.avatars.schemas import AvatarView
 from bee_customers_service.avatars.storage import CACHE_FOREVER, CONTENT_TYPES, KEY_PREFIX, InvalidKey, LocalStorage
 from bee_customers_service.avatars.upload import read_file_field
-from bee_customers_service.core.dependencies import SessionDep, SettingsDep
+from bee_customers_service.core.dependencies import DatabaseDep, ReadSessionDep, SettingsDep
 from bee_customers_service.core.errors import NotFound
 from bee_customers_service.core.openapi import problems
 from bee_customers_service.core.ratelimit import path_param, rate_limit
 from bee_customers_service.core.responses import json_response
-from bee_customers_service.core.security import Principal, require_customer_or_admin_role
+from bee_customers_service.core.security import CustomerOrAdminCaller
 from bee_customers_service.core.types import SafeStr
-from bee_customers_service.customers.dependencies import SelfOrAdminCustomer
+from bee_customers_service.customers.dependencies import SelfOrAdminRead
 
 router = APIRouter(prefix="/customers", tags=["avatars"])
 
@@ -50,7 +50,7 @@ _UPLOAD_BODY = {
 }
 
 
-async def _upload_owner(customer: SelfOrAdminCustomer, session: SessionDep) -> service.AvatarOwner:
+async def _upload_owner(customer: SelfOrAdminRead, session: ReadSessionDep) -> service.AvatarOwner:
     return await service.release_for_upload(session, customer)
 
 
@@ -75,14 +75,14 @@ _upload_rate_limit = rate_limit(
 async def upload_avatar(
     request: Request,
     settings: SettingsDep,
-    session: SessionDep,
-    principal: Annotated[Principal, Depends(require_customer_or_admin_role)],
+    database: DatabaseDep,
+    principal: CustomerOrAdminCaller,
     owner: Annotated[service.AvatarOwner, Depends(_upload_owner)],
     _limit: Annotated[None, Depends(_upload_rate_limit)],  # after authorization: only callers who may upload count
 ) -> Response:
     data = await read_file_field(request, field_name="file", max_bytes=settings.avatar_max_bytes)
     stored = await service.upload_avatar(
-        session,
+        database.sessionmaker,
         owner=owner,
         data=data,
         storage=request.app.state.avatar_storage,
@@ -109,11 +109,13 @@ async def upload_avatar(
 )
 async def delete_avatar(
     request: Request,
-    customer: SelfOrAdminCustomer,
-    session: SessionDep,
-    principal: Annotated[Principal, Depends(require_customer_or_admin_role)],
+    customer: SelfOrAdminRead,
+    database: DatabaseDep,
+    principal: CustomerOrAdminCaller,
 ) -> Response:
-    await service.remove_avatar(session, customer=customer, storage=request.app.state.avatar_storage, actor=principal)
+    await service.remove_avatar(
+        database.sessionmaker, customer=customer, storage=request.app.state.avatar_storage, actor=principal
+    )
     return Response(status_code=204)
 
 
@@ -137,7 +139,7 @@ def _etag_matches(if_none_match: str | None, etag: str) -> bool:
     },
 )
 async def get_avatar(
-    customer: SelfOrAdminCustomer,
+    customer: SelfOrAdminRead,
     if_none_match: Annotated[SafeStr | None, Header()] = None,
 ) -> Response:
     if customer.avatar_url:

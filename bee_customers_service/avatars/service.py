@@ -20,13 +20,12 @@ from functools import partial
 
 import anyio
 import structlog
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bee_customers_service.avatars import images
 from bee_customers_service.avatars.storage import AvatarStorage, StorageError, customer_prefix, object_key
 from bee_customers_service.core.errors import CustomerNotFound, DomainError
 from bee_customers_service.core.security import Principal
-from bee_customers_service.customers import repository as customers_repository
 from bee_customers_service.customers import service as customers_service
 from bee_customers_service.customers.models import Customer
 
@@ -98,23 +97,15 @@ def owned_object_key(storage: AvatarStorage, customer: Customer) -> str | None:
 
 async def _lock(session: AsyncSession, owner: AvatarOwner) -> Customer:
     """Begin a transaction holding the customer's row lock: avatar changes of one customer serialise."""
-    customer = await customers_repository.get(session, owner.customer_id, for_update=True)
-    if customer is None:
-        await session.rollback()
+    locked = await customers_service.lock_customers(session, [owner.customer_id])
+    if not locked:
         raise CustomerNotFound(owner.customer_id)
-    return customer
+    return locked[0]
 
 
 async def _point_at(session: AsyncSession, customer: Customer, *, new_url: str | None, actor: Principal) -> Customer:
-    """Set `avatar_url` on the locked row and write its events; commit. Returns the updated row."""
-    old_url = customer.avatar_url
-    updated = await customers_repository.update_if_version(
-        session, customer.id, expected_version=customer.version, values={"avatar_url": new_url}
-    )
-    assert updated is not None  # the row is locked: its version cannot have moved
-    await customers_service.announce_update(
-        session, customer=updated, changed={"avatar_url": new_url}, old_avatar_url=old_url, actor=actor
-    )
+    """Set `avatar_url` on the locked row with its events, and commit. Returns the updated row."""
+    updated = await customers_service.set_avatar_url(session, customer, new_url=new_url, actor=actor)
     await session.commit()
     return updated
 
@@ -138,8 +129,8 @@ async def _delete_unless_current(
     """
     url = storage.url_for(key)
     try:
-        current = await customers_repository.get(session, owner.customer_id, for_update=True)
-        if current is None or current.avatar_url != url:
+        locked = await customers_service.lock_customers(session, [owner.customer_id])
+        if not locked or locked[0].avatar_url != url:
             await _delete_quietly(storage, key, reason=reason)
         await session.commit()  # releases the lock; commit (not rollback) keeps loaded rows usable
     except Exception as exc:
@@ -148,7 +139,7 @@ async def _delete_unless_current(
 
 
 async def upload_avatar(
-    session: AsyncSession,
+    sessionmaker: async_sessionmaker[AsyncSession],
     *,
     owner: AvatarOwner,
     data: bytes,
@@ -163,44 +154,49 @@ async def upload_avatar(
     key = object_key(owner.business_id, owner.customer_id, image.sha256, image.format.ext)
     new_url = storage.url_for(key)
 
-    customer = await _lock(session, owner)
-    old_url = customer.avatar_url
-    try:
-        # Written under the row lock, before the commit that publishes its URL.
-        await storage.put(key, image.data, content_type=image.format.content_type)
-    except StorageError as exc:
-        await _rollback_quietly(session)
-        log.error("avatar_store_failed", key=key, backend=storage.backend, error=str(exc))
-        raise AvatarStoreUnavailable("The avatar could not be stored; try again later.") from exc
-
-    if old_url == new_url:  # the same image again: nothing changes, no event
-        await session.commit()
-    else:
+    # Several transactions (the new URL, then each clean-up under a fresh lock): its own sessions.
+    async with sessionmaker() as session:
+        customer = await _lock(session, owner)
+        old_url = customer.avatar_url
         try:
-            customer = await _point_at(session, customer, new_url=new_url, actor=actor)
-        except Exception:
+            # Written under the row lock, before the commit that publishes its URL.
+            await storage.put(key, image.data, content_type=image.format.content_type)
+        except StorageError as exc:
             await _rollback_quietly(session)
-            await _delete_unless_current(session, storage, owner, key, reason="commit_failed")
-            raise
-        old_key = _our_key(storage, old_url, owner)
-        if old_key is not None:
-            await _delete_unless_current(session, storage, owner, old_key, reason="replaced")
+            log.error("avatar_store_failed", key=key, backend=storage.backend, error=str(exc))
+            raise AvatarStoreUnavailable("The avatar could not be stored; try again later.") from exc
+
+        if old_url == new_url:  # the same image again: nothing changes, no event
+            await session.commit()
+        else:
+            try:
+                customer = await _point_at(session, customer, new_url=new_url, actor=actor)
+            except Exception:
+                await _rollback_quietly(session)
+                await _delete_unless_current(session, storage, owner, key, reason="commit_failed")
+                raise
+            old_key = _our_key(storage, old_url, owner)
+            if old_key is not None:
+                await _delete_unless_current(session, storage, owner, old_key, reason="replaced")
     log.info("avatar_uploaded", customer_id=str(owner.customer_id), key=key, bytes=len(image.data))
     return StoredAvatar(customer_id=customer.id, version=customer.version, image=image, url=new_url)
 
 
-async def remove_avatar(session: AsyncSession, *, customer: Customer, storage: AvatarStorage, actor: Principal) -> None:
+async def remove_avatar(
+    sessionmaker: async_sessionmaker[AsyncSession], *, customer: Customer, storage: AvatarStorage, actor: Principal
+) -> None:
     """Back to the generated avatar; the stored object (if ours) is deleted after the commit."""
     owner = AvatarOwner(customer_id=customer.id, business_id=customer.business_id)
-    locked = await _lock(session, owner)
-    old_url = locked.avatar_url
-    if old_url is None:
-        await session.commit()
-        return
-    await _point_at(session, locked, new_url=None, actor=actor)
-    old_key = _our_key(storage, old_url, owner)
-    if old_key is not None:
-        await _delete_unless_current(session, storage, owner, old_key, reason="removed")
+    # Two transactions (the URL, then the object's clean-up under a fresh lock): its own session.
+    async with sessionmaker() as session:
+        locked = await _lock(session, owner)
+        old_url = locked.avatar_url
+        if old_url is None:
+            return
+        await _point_at(session, locked, new_url=None, actor=actor)
+        old_key = _our_key(storage, old_url, owner)
+        if old_key is not None:
+            await _delete_unless_current(session, storage, owner, old_key, reason="removed")
 
 
 @dataclass(frozen=True, slots=True)

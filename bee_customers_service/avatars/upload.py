@@ -7,10 +7,14 @@ limit (chunked, or a lying Content-Length) is cut off as soon as the file holds 
 """
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
+
+if TYPE_CHECKING:  # a typing-only name of python-multipart
+    from python_multipart.multipart import MultipartCallbacks
 
 from bee_customers_service.core.errors import DomainError, InvalidInput, PayloadTooLarge, UnsupportedMediaType
 
@@ -53,7 +57,7 @@ class _Collector:
     _header_field: bytearray = field(default_factory=bytearray)
     _header_value: bytearray = field(default_factory=bytearray)
 
-    def callbacks(self) -> dict:  # type: ignore[type-arg]
+    def callbacks(self) -> "MultipartCallbacks":
         return {
             "on_part_begin": self.on_part_begin,
             "on_header_field": self.on_header_field,

@@ -68,8 +68,8 @@ def create_engine(url: str, settings: Settings) -> AsyncEngine:
         url,
         pool_size=settings.database_pool_size,
         max_overflow=settings.database_max_overflow,
-        # No pre-ping: it is one more round trip per checkout (measured +250-300 us on the GET hot
-        # path against a local server, doubling it). A connection the server dropped (restart,
+        # No pre-ping: one more round trip per checkout, which nearly doubles the GET hot path
+        # (bench/README.md). A connection the server dropped (restart,
         # failover) fails the one request that meets it, answered 503 `database-unavailable` with
         # Retry-After, and is invalidated then: by SQLAlchemy on a disconnect error (the whole
         # pool), by `read_connection` on the raw asyncpg path.
@@ -87,25 +87,42 @@ def create_engine(url: str, settings: Settings) -> AsyncEngine:
     )
 
 
+class ReadSession(AsyncSession):
+    """The session of a request that only reads. Committing one is a bug, so it raises."""
+
+    async def commit(self) -> None:
+        raise TypeError("a read session cannot commit: the endpoint takes SessionDep to write")
+
+
 class Database:
     """The engine and the session factories the app and the workers share."""
 
     def __init__(self, url: str, settings: Settings) -> None:
         self.url = url
         self.engine = create_engine(url, settings)
+        # Writes: one transaction, committed once by its owner (get_session for a request).
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
         # Reads in autocommit mode: no BEGIN/ROLLBACK round trips around a request that only
         # reads. Each statement still sees committed data only (as in READ COMMITTED).
         self.read_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
-        self.read_sessionmaker = async_sessionmaker(self.read_engine, expire_on_commit=False, autoflush=False)
+        self.read_sessionmaker = async_sessionmaker(
+            self.read_engine, class_=ReadSession, expire_on_commit=False, autoflush=False
+        )
+        # Reads that need a transaction (transaction-scoped settings): BEGIN READ ONLY, rolled back.
+        self.read_transaction_sessionmaker = async_sessionmaker(
+            self.engine.execution_options(postgresql_readonly=True),
+            class_=ReadSession,
+            expire_on_commit=False,
+            autoflush=False,
+        )
 
     @asynccontextmanager
     async def read_connection(self) -> AsyncIterator[asyncpg.Connection]:
         """The asyncpg connection under a pooled autocommit connection, for the hottest reads.
 
-        A one-statement read has nothing for the ORM's unit of work to do (no identity map, no
-        flush, no events), yet ORM execution and row loading cost about 0.4 ms of CPU per request
-        there (bench/README.md, issue 10). Same pool, same settings and JSON codecs as the ORM's.
+        A one-statement read has nothing for the ORM's unit of work to do, yet ORM execution and
+        row loading cost a large share of such a request's CPU (bench/README.md, issue 10).
+        Same pool, same settings and JSON codecs as the ORM's.
         """
         async with self.read_engine.connect() as connection:
             raw = await connection.get_raw_connection()
@@ -125,23 +142,29 @@ class Database:
         await self.engine.dispose()
 
 
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# The request's sessions. FastAPI must run them with Depends(..., scope="function") (see
+# core/dependencies.py): the commit then happens before the response is sent, so a failed commit
+# is the request's answer, never a 2xx for a change that was lost.
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """A session per request. Services commit; anything left uncommitted is rolled back here.
-
-    Safe methods never write, so they get an autocommit session (fewer round trips).
-    """
+    """The one commit point of a request: committed when the endpoint returns, rolled back when it raises."""
     database: Database = request.app.state.database
-    factory = database.read_sessionmaker if request.method in SAFE_METHODS else database.sessionmaker
-    async with factory() as session:
+    async with database.sessionmaker() as session:
+        yield session  # an exception raised here leaves it uncommitted: closing the session rolls back
+        await session.commit()
+
+
+async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """A session that only reads, in autocommit mode (no BEGIN/COMMIT round trips)."""
+    database: Database = request.app.state.database
+    async with database.read_sessionmaker() as session:
         yield session
 
 
-async def get_transactional_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """A session in a real transaction whatever the method: for reads that set transaction-scoped
+async def get_read_transaction(request: Request) -> AsyncIterator[AsyncSession]:
+    """A read-only transaction, rolled back at the end: for reads that set transaction-scoped
     settings (`set_config(..., true)`, e.g. the search's trigram threshold and plan mode)."""
     database: Database = request.app.state.database
-    async with database.sessionmaker() as session:
+    async with database.read_transaction_sessionmaker() as session:
         yield session

@@ -6,7 +6,7 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bee_customers_service.core.config import Settings
-from bee_customers_service.core.db import Database, get_session, get_transactional_session
+from bee_customers_service.core.db import Database, get_read_session, get_read_transaction, get_session
 from bee_customers_service.core.errors import UnsupportedMediaType
 from bee_customers_service.core.security import Principal, get_principal
 
@@ -27,8 +27,11 @@ async def require_json(request: Request) -> None:
         raise UnsupportedMediaType("Send the body as application/json.")
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
-TransactionalSessionDep = Annotated[AsyncSession, Depends(get_transactional_session)]
+# scope="function": the session ends (and a write commits) when the endpoint returns, before the
+# response is sent; FastAPI's default scope would end it after the response.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session, scope="function")]
+ReadTransactionDep = Annotated[AsyncSession, Depends(get_read_transaction, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

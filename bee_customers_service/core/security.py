@@ -13,7 +13,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Annotated, Any
 
 import anyio
 import jwt
@@ -21,7 +21,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from bee_customers_service.core.config import Settings
-from bee_customers_service.core.errors import Forbidden, NotFound, Unauthorized
+from bee_customers_service.core.errors import Forbidden, Unauthorized
 
 ROLE_CUSTOMER = "customer"
 ROLE_SERVICE = "service"
@@ -53,11 +53,26 @@ class Principal:
         return self.is_admin and business_id in self.business_ids
 
 
-class BusinessScoped(Protocol):
-    """Anything owned by a user inside a business: a customer profile."""
+@dataclass(frozen=True, slots=True)
+class CustomerScope:
+    """The customer rows a caller may reach; repositories turn it into a WHERE clause."""
 
-    user_id: uuid.UUID
-    business_id: uuid.UUID
+    admin_of: frozenset[uuid.UUID]  # the businesses it administers
+    own_user_id: uuid.UUID | None = None  # a customer reaches its own profiles
+
+    @classmethod
+    def self_or_admin(cls, principal: Principal) -> "CustomerScope":
+        return cls(
+            admin_of=principal.business_ids if principal.is_admin else frozenset(),
+            own_user_id=principal.user_id if principal.is_customer else None,
+        )
+
+    @classmethod
+    def admin(cls, principal: Principal) -> "CustomerScope":
+        return cls(admin_of=principal.business_ids if principal.is_admin else frozenset())
+
+    def is_admin_of(self, business_id: uuid.UUID) -> bool:
+        return business_id in self.admin_of
 
 
 VERIFIED_CACHE_SIZE = 10_000
@@ -228,37 +243,24 @@ async def require_customer_or_admin_role(principal: Principal = Depends(get_prin
     return principal
 
 
-def require_admin(principal: Principal, business_id: uuid.UUID) -> None:
-    """The caller administers `business_id` (403 otherwise: the business is named by the caller)."""
-    if not principal.is_admin:
-        raise Forbidden("This endpoint is for business administrators.")
+async def require_self_or_service(user_id: uuid.UUID, principal: Principal = Depends(get_principal)) -> Principal:
+    """The user named by the path themselves, or an internal service (user-level GDPR requests)."""
+    if principal.is_service:
+        return principal
+    if principal.is_customer and principal.user_id == user_id:
+        return principal
+    raise Forbidden("Only the user themselves or an internal service may do this.")
+
+
+def require_admin_of(principal: Principal, business_id: uuid.UUID) -> None:
+    """The admin administers `business_id` (403: the business is named by the caller, not found by us)."""
     if business_id not in principal.business_ids:
         raise Forbidden("You do not administer this business.")
 
 
-def require_self_or_admin(principal: Principal, subject: BusinessScoped, *, not_found: NotFound) -> None:
-    """The customer themselves or an admin of their business; anyone else sees `not_found`.
-
-    Answering 404 (not 403) keeps another business's customers indistinguishable from missing
-    ones (OWASP API1, broken object level authorization).
-    """
-    if principal.is_customer and principal.user_id == subject.user_id:
-        return
-    if principal.is_admin_of(subject.business_id):
-        return
-    raise not_found
-
-
-def require_admin_of_subject(principal: Principal, subject: BusinessScoped, *, not_found: NotFound) -> None:
-    """An admin of the subject's business; an admin of another business sees `not_found`."""
-    if not principal.is_admin_of(subject.business_id):
-        raise not_found
-
-
-def require_self_or_service(principal: Principal, user_id: uuid.UUID) -> None:
-    """The user themselves or an internal service (user-level requests arriving through auth)."""
-    if principal.is_service:
-        return
-    if principal.is_customer and principal.user_id == user_id:
-        return
-    raise Forbidden("Only the user themselves or an internal service may do this.")
+# The callers a route admits, by role. Rules about one object (a customer, a record) build on these
+# in each domain's dependencies.py and scope their query with a WHERE, so a row out of reach is a 404.
+ServiceCaller = Annotated[Principal, Depends(require_service)]
+AdminCaller = Annotated[Principal, Depends(require_admin_role)]
+CustomerOrAdminCaller = Annotated[Principal, Depends(require_customer_or_admin_role)]
+SelfOrService = Annotated[Principal, Depends(require_self_or_service)]

@@ -1,52 +1,54 @@
-"""Dependencies that load a customer and check the caller may act on it (404 otherwise)."""
+"""Access to one customer: each rule loads the customer through a scoped WHERE (404 when out of reach).
+
+Write routes take `SelfOrAdmin` / `AdminOfCustomer` (loaded in the request's transaction, the one
+that commits); read routes take the `...Read` twins, loaded in the read session.
+"""
 
 import uuid
 from typing import Annotated
 
 from fastapi import Depends
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from bee_customers_service.core.dependencies import SessionDep
-from bee_customers_service.core.errors import CustomerNotFound
-from bee_customers_service.core.security import (
-    Principal,
-    require_admin_of_subject,
-    require_admin_role,
-    require_customer_or_admin_role,
-    require_self_or_admin,
-)
-from bee_customers_service.customers import repository
+from bee_customers_service.core.dependencies import ReadSessionDep, SessionDep
+from bee_customers_service.core.security import AdminCaller, CustomerOrAdminCaller, CustomerScope, Principal
+from bee_customers_service.customers import service
 from bee_customers_service.customers.models import Customer
 
 
-async def _load(session: SessionDep, customer_id: uuid.UUID, *, with_admin_extras: bool = False) -> Customer:
-    customer = await repository.get(session, customer_id, with_admin_extras=with_admin_extras)
-    if customer is None:
-        raise CustomerNotFound(customer_id)
-    return customer
-
-
-async def customer_for_self_or_admin(
-    customer_id: uuid.UUID,
-    session: SessionDep,
-    principal: Principal = Depends(require_customer_or_admin_role),
-) -> Customer:
-    """The customer, if the caller is that customer or an admin of its business."""
+async def _self_or_admin(session: AsyncSession, customer_id: uuid.UUID, principal: Principal) -> Customer:
     # An admin gets the admin view, so its extras come with the customer in one round trip.
-    customer = await _load(session, customer_id, with_admin_extras=principal.is_admin)
-    require_self_or_admin(principal, customer, not_found=CustomerNotFound(customer_id))
-    return customer
+    scope = CustomerScope.self_or_admin(principal)
+    return await service.find_visible(session, customer_id, scope, with_admin_extras=principal.is_admin)
 
 
-async def customer_for_admin(
-    customer_id: uuid.UUID,
-    session: SessionDep,
-    principal: Principal = Depends(require_admin_role),
+async def self_or_admin(customer_id: uuid.UUID, session: SessionDep, principal: CustomerOrAdminCaller) -> Customer:
+    """The customer, if the caller is that customer or an admin of its business."""
+    return await _self_or_admin(session, customer_id, principal)
+
+
+async def self_or_admin_read(
+    customer_id: uuid.UUID, session: ReadSessionDep, principal: CustomerOrAdminCaller
 ) -> Customer:
+    return await _self_or_admin(session, customer_id, principal)
+
+
+async def admin_of_customer(customer_id: uuid.UUID, session: SessionDep, principal: AdminCaller) -> Customer:
     """The customer, if the caller administers its business."""
-    customer = await _load(session, customer_id)
-    require_admin_of_subject(principal, customer, not_found=CustomerNotFound(customer_id))
-    return customer
+    return await service.find_visible(session, customer_id, CustomerScope.admin(principal))
 
 
-SelfOrAdminCustomer = Annotated[Customer, Depends(customer_for_self_or_admin)]
-AdminCustomer = Annotated[Customer, Depends(customer_for_admin)]
+async def admin_of_customer_read(customer_id: uuid.UUID, session: ReadSessionDep, principal: AdminCaller) -> Customer:
+    return await service.find_visible(session, customer_id, CustomerScope.admin(principal))
+
+
+async def self_or_admin_scope(principal: CustomerOrAdminCaller) -> CustomerScope:
+    """The reach of a self-or-admin caller, for reads that scope their own statement (GET profile)."""
+    return CustomerScope.self_or_admin(principal)
+
+
+SelfOrAdmin = Annotated[Customer, Depends(self_or_admin)]
+SelfOrAdminRead = Annotated[Customer, Depends(self_or_admin_read)]
+AdminOfCustomer = Annotated[Customer, Depends(admin_of_customer)]
+AdminOfCustomerRead = Annotated[Customer, Depends(admin_of_customer_read)]
+SelfOrAdminScope = Annotated[CustomerScope, Depends(self_or_admin_scope)]

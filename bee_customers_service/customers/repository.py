@@ -1,78 +1,210 @@
-"""Queries on `customers`. No rules and no HTTP here: services decide."""
+"""Queries on `customers`, the only module that reads or writes the table for other domains.
+
+No rules and no HTTP here: services decide. Tenant scope is a WHERE clause (`visible_to`): a
+customer outside the caller's reach is simply not found.
+"""
 
 import uuid
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import JSON, Update, bindparam, func, select, text, update
-from sqlalchemy.dialects.postgresql import Insert, aggregate_order_by, insert
+from sqlalchemy import (
+    JSON,
+    CursorResult,
+    Select,
+    Update,
+    any_,
+    bindparam,
+    column,
+    delete,
+    func,
+    literal_column,
+    or_,
+    select,
+    table,
+    text,
+    update,
+)
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.postgresql import ARRAY, UUID, aggregate_order_by, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import with_expression
+from sqlalchemy.sql.dml import ReturningInsert
 
 from bee_customers_service.core.db import Database
+from bee_customers_service.core.security import CustomerScope
 from bee_customers_service.customers.models import Customer
-from bee_customers_service.notes.models import CustomerNote
-from bee_customers_service.tags.models import CustomerTag
+
+# Tags and notes as bare tables: their domains build on customers, so customers must not import them.
+_tags = table(
+    "customer_tags", column("id"), column("customer_id"), column("label"), column("color"), column("created_at")
+)
+_notes = table("customer_notes", column("customer_id"))
 
 # Built once: a module-level statement keeps its SQLAlchemy cache key, so the hot read skips
 # rebuilding and re-keying the expression on every request.
-_TAG_JSON = func.json_build_object("id", CustomerTag.id, "label", CustomerTag.label, "color", CustomerTag.color)
+# Keys as SQL literals, not bind parameters: the raw read below is compiled from this expression.
+_TAG_JSON = func.json_build_object(
+    literal_column("'id'"),
+    _tags.c.id,
+    literal_column("'label'"),
+    _tags.c.label,
+    literal_column("'color'"),
+    _tags.c.color,
+)
 _ADMIN_TAGS = (
     select(
         func.coalesce(
-            func.json_agg(aggregate_order_by(_TAG_JSON, CustomerTag.created_at, CustomerTag.id)),
+            func.json_agg(aggregate_order_by(_TAG_JSON, _tags.c.created_at, _tags.c.id)),
             text("'[]'::json"),
             type_=JSON,
         )
     )
-    .where(CustomerTag.customer_id == Customer.id)
+    .where(_tags.c.customer_id == Customer.id)
     .correlate(Customer)
     .scalar_subquery()
 )
 _ADMIN_NOTES_COUNT = (
-    select(func.count()).where(CustomerNote.customer_id == Customer.id).correlate(Customer).scalar_subquery()
+    select(func.count()).where(_notes.c.customer_id == Customer.id).correlate(Customer).scalar_subquery()
 )
-_BY_ID = select(Customer).where(Customer.id == bindparam("customer_id"))
-_BY_ID_WITH_ADMIN_EXTRAS = _BY_ID.options(
+
+# The caller's reach (CustomerScope): the businesses it administers, and its own profiles. One
+# shape for every caller (an empty array, a NULL user), so each statement is prepared once.
+_VISIBLE = or_(
+    Customer.business_id == any_(bindparam("admin_of", type_=ARRAY(UUID(as_uuid=True)))),
+    Customer.user_id == bindparam("own_user_id", type_=UUID(as_uuid=True)),
+)
+_BY_ID = Customer.id == bindparam("customer_id", type_=UUID(as_uuid=True))
+
+
+def _scope_params(scope: CustomerScope) -> dict[str, Any]:
+    return {"admin_of": list(scope.admin_of), "own_user_id": scope.own_user_id}
+
+
+_VISIBLE_BY_ID = select(Customer).where(_BY_ID, _VISIBLE)
+_VISIBLE_BY_ID_WITH_ADMIN_EXTRAS = _VISIBLE_BY_ID.options(
     with_expression(Customer.admin_tags, _ADMIN_TAGS),
     with_expression(Customer.admin_notes_count, _ADMIN_NOTES_COUNT),
 )
 
 
-async def get(
-    session: AsyncSession, customer_id: uuid.UUID, *, for_update: bool = False, with_admin_extras: bool = False
+async def get_visible(
+    session: AsyncSession, customer_id: uuid.UUID, scope: CustomerScope, *, with_admin_extras: bool = False
 ) -> Customer | None:
-    """One customer; with `with_admin_extras` its tags and note count come in the same round trip."""
-    statement = _BY_ID_WITH_ADMIN_EXTRAS if with_admin_extras else _BY_ID
-    if for_update:
-        # A locked re-read must replace what this session already holds (another writer may have
-        # changed the row); a plain read comes first in its session, so it skips that bookkeeping.
-        statement = statement.with_for_update().execution_options(populate_existing=True)
-    return (await session.execute(statement, {"customer_id": customer_id})).scalar_one_or_none()
+    """The customer if `scope` reaches it; with `with_admin_extras` its tags and note count come along."""
+    statement = _VISIBLE_BY_ID_WITH_ADMIN_EXTRAS if with_admin_extras else _VISIBLE_BY_ID
+    params = {"customer_id": customer_id, **_scope_params(scope)}
+    return (await session.execute(statement, params)).scalar_one_or_none()
 
 
-# The GET hot path (Database.read_connection): one statement, asyncpg's own prepared-statement
-# cache, rows as mappings. The admin variant carries the same tags and note count as
-# _BY_ID_WITH_ADMIN_EXTRAS above.
-_PROFILE_COLUMNS = (
-    "c.id, c.user_id, c.business_id, c.full_name, c.email, c.phone, c.gender, c.avatar_url, c.preferences,"
-    " c.total_orders, c.total_appointments, c.last_order_date, c.last_appointment_date, c.lifetime_value,"
-    " c.created_at, c.updated_at, c.version"
+# --- Row locks ------------------------------------------------------------------------------------
+# Every transaction locks customer rows in (business_id, user_id) order, so two writers never wait on
+# each other in a cycle. These are the only functions that take customer row locks.
+
+_BY_IDS = (
+    select(Customer)
+    .where(Customer.id == any_(bindparam("ids", type_=ARRAY(UUID(as_uuid=True)))))
+    .order_by(Customer.business_id, Customer.user_id)
+    # A locked read must replace what the session already holds: another writer may have changed the row.
+    .execution_options(populate_existing=True)
 )
-_READ_PROFILE = f"SELECT {_PROFILE_COLUMNS} FROM customers c WHERE c.id = $1"  # noqa: S608 (constants only)
-_READ_ADMIN_PROFILE = f"""SELECT {_PROFILE_COLUMNS},
-    (SELECT coalesce(json_agg(json_build_object('id', t.id, 'label', t.label, 'color', t.color)
-                              ORDER BY t.created_at, t.id), '[]'::json)
-     FROM customer_tags t WHERE t.customer_id = c.id) AS tags,
-    (SELECT count(*) FROM customer_notes n WHERE n.customer_id = c.id) AS notes_count
-FROM customers c WHERE c.id = $1"""  # noqa: S608 (constants only)
+_LOCK_BY_IDS = {
+    False: _BY_IDS.with_for_update(),
+    # FOR NO KEY UPDATE: still serialises the row's writers, but lets other transactions insert rows
+    # that reference it (their foreign-key checks take KEY SHARE).
+    True: _BY_IDS.with_for_update(key_share=True),
+}
+_LOCK_OF_USER = (
+    select(Customer)
+    .where(Customer.user_id == bindparam("user_id", type_=UUID(as_uuid=True)))
+    .order_by(Customer.business_id, Customer.user_id)
+    .with_for_update()
+    .execution_options(populate_existing=True)
+)
+_UUIDS = ARRAY(UUID(as_uuid=True))
+# The LATERAL ... LIMIT 1 makes PostgreSQL lock row by row, in the order of the arrays, through the
+# unique index (a hash join would scan the whole table).
+_LOCK_BY_USER = text(
+    """
+    SELECT c.id, c.business_id, c.user_id
+    FROM unnest(:business_ids, :user_ids) WITH ORDINALITY AS k(business_id, user_id, n)
+    CROSS JOIN LATERAL (
+        SELECT id, business_id, user_id FROM customers
+        WHERE user_id = k.user_id AND business_id = k.business_id
+        LIMIT 1
+        FOR UPDATE
+    ) c
+    ORDER BY k.n
+    """
+).bindparams(bindparam("business_ids", type_=_UUIDS), bindparam("user_ids", type_=_UUIDS))
 
 
-async def read_profile(database: Database, customer_id: uuid.UUID, *, with_admin_extras: bool) -> dict[str, Any] | None:
-    """One profile as plain values (with `tags` and `notes_count` for an admin view), or None."""
+async def lock(
+    session: AsyncSession, customer_ids: Iterable[uuid.UUID], *, allow_references: bool = False
+) -> Sequence[Customer]:
+    """Lock these customers (those that exist), in the lock order; returns them in that order."""
+    ids = sorted(set(customer_ids))
+    if not ids:
+        return []
+    return (await session.execute(_LOCK_BY_IDS[allow_references], {"ids": ids})).scalars().all()
+
+
+async def lock_of_user(session: AsyncSession, user_id: uuid.UUID) -> Sequence[Customer]:
+    """Lock every profile of a user (one per business), in the lock order."""
+    return (await session.execute(_LOCK_OF_USER, {"user_id": user_id})).scalars().all()
+
+
+async def lock_by_user(
+    session: AsyncSession, pairs: Iterable[tuple[uuid.UUID, uuid.UUID]]
+) -> dict[tuple[uuid.UUID, uuid.UUID], uuid.UUID]:
+    """Lock the profiles of (business_id, user_id) pairs, in the lock order; the id of each that exists."""
+    ordered = sorted(set(pairs))
+    if not ordered:
+        return {}
+    result = await session.execute(
+        _LOCK_BY_USER, {"business_ids": [p[0] for p in ordered], "user_ids": [p[1] for p in ordered]}
+    )
+    return {(row.business_id, row.user_id): row.id for row in result}
+
+
+# --- The GET hot path ------------------------------------------------------------------------------
+# Database.read_connection: one statement on the raw asyncpg connection (its own prepared-statement
+# cache, rows as mappings), compiled once from the same expression as the ORM read above.
+
+_PROFILE_COLUMNS = [col for col in Customer.__table__.c if col.key not in {"search_name", "phone_digits"}]
+
+
+def _asyncpg_sql(statement: Select[Any]) -> tuple[str, tuple[str, ...]]:
+    """The statement's SQL with $n placeholders, and the bind name of each placeholder in order."""
+    compiled = statement.compile(dialect=postgresql.asyncpg.dialect())
+    return str(compiled), tuple(compiled.positiontup or ())
+
+
+_PROFILE = select(*_PROFILE_COLUMNS).where(_BY_ID, _VISIBLE)
+_READ_PROFILE, _READ_PROFILE_BINDS = _asyncpg_sql(_PROFILE)
+_READ_ADMIN_PROFILE, _READ_ADMIN_PROFILE_BINDS = _asyncpg_sql(
+    _PROFILE.add_columns(_ADMIN_TAGS.label("tags"), _ADMIN_NOTES_COUNT.label("notes_count"))
+)
+
+
+async def read_visible_profile(
+    database: Database, customer_id: uuid.UUID, scope: CustomerScope, *, with_admin_extras: bool
+) -> dict[str, Any] | None:
+    """One profile `scope` reaches, as plain values (with `tags` and `notes_count` for an admin view)."""
+    sql, binds = (
+        (_READ_ADMIN_PROFILE, _READ_ADMIN_PROFILE_BINDS) if with_admin_extras else (_READ_PROFILE, _READ_PROFILE_BINDS)
+    )
+    values = {"customer_id": customer_id, "admin_of": list(scope.admin_of), "own_user_id": scope.own_user_id}
     async with database.read_connection() as connection:
-        row = await connection.fetchrow(_READ_ADMIN_PROFILE if with_admin_extras else _READ_PROFILE, customer_id)
+        row = await connection.fetchrow(sql, *(values[name] for name in binds))
     return dict(row) if row is not None else None
+
+
+async def of_user(session: AsyncSession, user_id: uuid.UUID) -> Sequence[Customer]:
+    """Every profile of a user, oldest first."""
+    statement = select(Customer).where(Customer.user_id == user_id).order_by(Customer.created_at, Customer.id)
+    return (await session.execute(statement)).scalars().all()
 
 
 async def find_id(session: AsyncSession, *, user_id: uuid.UUID, business_id: uuid.UUID) -> uuid.UUID | None:
@@ -92,7 +224,7 @@ async def insert_if_absent(session: AsyncSession, values: dict[str, Any]) -> Cus
 
 
 @lru_cache(maxsize=16)
-def _insert_statement(fields: tuple[str, ...]) -> Insert:
+def _insert_statement(fields: tuple[str, ...]) -> ReturningInsert[Customer]:
     """Prebuilt per set of columns (always the same set in practice), like `_update_statement`."""
     return (
         insert(Customer)
@@ -138,4 +270,10 @@ async def admin_extras(session: AsyncSession, customer_id: uuid.UUID) -> tuple[l
     return row[0], row[1]
 
 
-_ADMIN_EXTRAS_BY_ID = select(_ADMIN_TAGS, _ADMIN_NOTES_COUNT).where(Customer.id == bindparam("customer_id"))
+_ADMIN_EXTRAS_BY_ID = select(_ADMIN_TAGS, _ADMIN_NOTES_COUNT).where(_BY_ID)
+
+
+async def delete_many(session: AsyncSession, customer_ids: Sequence[uuid.UUID]) -> int:
+    """Delete these profiles (the erasure's last step); returns how many rows went."""
+    result = await session.execute(delete(Customer).where(Customer.id.in_(customer_ids)))
+    return cast(CursorResult[Any], result).rowcount

@@ -1,7 +1,7 @@
-"""HTTP surface of the customer profile: parse, authorize, call the service, shape the response."""
+"""HTTP surface of the customer profile: parse, call the service, shape the response (access: the signature)."""
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
 from starlette.responses import Response
@@ -11,15 +11,17 @@ from bee_customers_service.core.errors import PreconditionFailed
 from bee_customers_service.core.openapi import problems
 from bee_customers_service.core.ratelimit import RateLimiter
 from bee_customers_service.core.responses import etag, json_response, parse_if_match
-from bee_customers_service.core.security import Principal, require_customer_or_admin_role, require_service
+from bee_customers_service.core.security import CustomerOrAdminCaller, ServiceCaller
 from bee_customers_service.core.types import SafeStr
 from bee_customers_service.customers import service
-from bee_customers_service.customers.dependencies import SelfOrAdminCustomer
+from bee_customers_service.customers.dependencies import SelfOrAdmin, SelfOrAdminScope
 from bee_customers_service.customers.schemas import AdminCustomerView, CustomerCreate, CustomerUpdate, CustomerView
 
 router = APIRouter(prefix="/customers", tags=["customers"])
 
-_views = {200: {"model": AdminCustomerView, "description": "Admins get tags and notes_count too."}}
+_views: dict[int | str, dict[str, Any]] = {
+    200: {"model": AdminCustomerView, "description": "Admins get tags and notes_count too."}
+}
 
 
 @router.post(
@@ -34,7 +36,7 @@ async def create_customer(
     data: CustomerCreate,
     session: SessionDep,
     settings: SettingsDep,
-    _caller: Annotated[Principal, Depends(require_service)],
+    _caller: ServiceCaller,
 ) -> Response:
     customer = await service.create_customer(session, data=data, settings=settings)
     return json_response(
@@ -47,19 +49,15 @@ async def create_customer(
 @router.get(
     "/{customer_id}", response_model=CustomerView, responses={**_views, **problems(404)}, summary="Read a profile"
 )
-async def get_customer(
-    customer_id: uuid.UUID,
-    database: DatabaseDep,
-    principal: Annotated[Principal, Depends(require_customer_or_admin_role)],
-) -> Response:
-    view = await service.read_view(database, customer_id, principal)
+async def get_customer(customer_id: uuid.UUID, database: DatabaseDep, scope: SelfOrAdminScope) -> Response:
+    view = await service.read_view(database, customer_id, scope)
     return json_response(view, headers={"ETag": etag(view.version)})
 
 
 async def _patch_rate_limits(
     request: Request,
-    customer: SelfOrAdminCustomer,
-    principal: Annotated[Principal, Depends(require_customer_or_admin_role)],
+    customer: SelfOrAdmin,
+    principal: CustomerOrAdminCaller,
 ) -> None:
     """Anti-flood (spec 5.4): counted per customer and per caller, after authorization."""
     limiter: RateLimiter = request.app.state.rate_limiter
@@ -77,10 +75,10 @@ async def _patch_rate_limits(
 )
 async def update_customer(
     changes: CustomerUpdate,
-    customer: SelfOrAdminCustomer,
+    customer: SelfOrAdmin,
     session: SessionDep,
     settings: SettingsDep,
-    principal: Annotated[Principal, Depends(require_customer_or_admin_role)],
+    principal: CustomerOrAdminCaller,
     if_match: Annotated[SafeStr | None, Header()] = None,
 ) -> Response:
     expected = parse_if_match(if_match)

@@ -1,6 +1,12 @@
-"""Business rules of the customer profile. Owns the transaction and writes the outbox events."""
+"""Business rules of the customer profile, and the one door other domains use to `customers`.
+
+Services flush, never commit: the request's session dependency (or a worker's own transaction)
+commits. Every customer row lock goes through `lock_customers` / `lock_profiles_of_user` /
+`lock_profiles_by_user`, which take them in the one lock order (repository.py).
+"""
 
 import uuid
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -8,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bee_customers_service.core.config import Settings
 from bee_customers_service.core.db import Database
 from bee_customers_service.core.errors import Conflict, CustomerNotFound, InvalidInput, PreconditionFailed
-from bee_customers_service.core.security import Principal, require_self_or_admin
+from bee_customers_service.core.security import CustomerScope, Principal
 from bee_customers_service.customers import repository
 from bee_customers_service.customers.models import Customer
 from bee_customers_service.customers.phones import normalise_phone
@@ -19,15 +25,7 @@ from bee_customers_service.customers.schemas import (
     CustomerView,
     Preferences,
 )
-from bee_customers_service.events import outbox
-
-EVENT_CREATED = "v1.customer.created"
-EVENT_UPDATED = "v1.customer.updated"
-EVENT_AVATAR_UPDATED = "v1.customer.avatar_updated"
-
-# Changes other services must mirror (spec 5.5: bee_auth_service syncs email and phone), so the
-# updated event carries their new values; every other field is announced by name only.
-SYNCED_FIELDS = ("email", "phone")
+from bee_customers_service.events import catalogue, outbox
 
 
 class CustomerAlreadyExists(Conflict):
@@ -60,12 +58,11 @@ def _merge_preferences(current: dict[str, Any], patch: Preferences) -> dict[str,
     return merged
 
 
-async def insert_customer(session: AsyncSession, *, data: CustomerCreate, settings: Settings) -> Customer | None:
-    """Insert a profile and enqueue its `v1.customer.created` event WITHOUT committing.
+async def create_customer(session: AsyncSession, *, data: CustomerCreate, settings: Settings) -> Customer:
+    """Insert a profile and enqueue its `v1.customer.created`; 409 naming the existing profile.
 
-    None when the user already has a profile in the business. The caller owns the transaction:
-    the HTTP create commits at once, the activity consumer commits together with the message
-    that brought the profile in.
+    ON CONFLICT DO NOTHING (repository) keeps the transaction usable after a duplicate, so the
+    activity consumer can go on with the profile someone else just created.
     """
     values = data.model_dump(exclude={"preferences", "phone"})
     values["phone"] = _phone(data.phone, settings)
@@ -73,30 +70,18 @@ async def insert_customer(session: AsyncSession, *, data: CustomerCreate, settin
 
     customer = await repository.insert_if_absent(session, values)
     if customer is None:
-        return None
-
-    await outbox.enqueue_for_customer(
-        session,
-        EVENT_CREATED,
-        customer,
-        {
-            "user_id": customer.user_id,
-            "full_name": customer.full_name,
-            "email": customer.email,
-            "created_at": customer.created_at,
-        },
-    )
-    return customer
-
-
-async def create_customer(session: AsyncSession, *, data: CustomerCreate, settings: Settings) -> Customer:
-    """Create a profile and announce it; 409 naming the existing profile on a duplicate."""
-    customer = await insert_customer(session, data=data, settings=settings)
-    if customer is None:
         existing_id = await repository.find_id(session, user_id=data.user_id, business_id=data.business_id)
-        await session.rollback()
         raise CustomerAlreadyExists(existing_id or uuid.UUID(int=0))
-    await session.commit()
+
+    event = catalogue.CustomerCreated(
+        customer_id=customer.id,
+        business_id=customer.business_id,
+        user_id=customer.user_id,
+        full_name=customer.full_name,
+        email=customer.email,
+        created_at=customer.created_at,
+    )
+    await outbox.enqueue_event(session, event)
     return customer
 
 
@@ -138,15 +123,14 @@ async def update_customer(
         if updated is not None:
             break
         # Another writer got in between our read and our write: decide again on the locked row.
-        reread = await repository.get(session, customer.id, for_update=True)
-        if reread is None:
+        locked = await repository.lock(session, [customer.id])
+        if not locked:
             raise CustomerNotFound(customer.id)
-        customer = reread
+        customer = locked[0]
     else:  # pragma: no cover - the second attempt holds the row lock, so it cannot lose
         raise PreconditionFailed("The customer changed while it was being updated; retry.")
 
     await announce_update(session, customer=updated, changed=values, old_avatar_url=old_avatar, actor=actor)
-    await session.commit()
     return updated
 
 
@@ -163,26 +147,28 @@ async def announce_update(
 ) -> None:
     """The events of a profile change, in the caller's transaction: v1.customer.updated, and
     v1.customer.avatar_updated (old and new URL, spec 5.3) when the avatar changed."""
-    fields: dict[str, Any] = {
-        "user_id": customer.user_id,
-        "fields_changed": sorted(changed),
-        "updated_by": actor.user_id,
-        "updated_at": customer.updated_at,
-    }
-    fields.update({name: changed[name] for name in SYNCED_FIELDS if name in changed})
-    await outbox.enqueue_for_customer(session, EVENT_UPDATED, customer, fields)
+    updated = catalogue.CustomerUpdated(
+        customer_id=customer.id,
+        business_id=customer.business_id,
+        user_id=customer.user_id,
+        fields_changed=sorted(changed),
+        updated_by=actor.user_id,
+        updated_at=customer.updated_at,
+        # The fields bee_auth_service mirrors (spec 5.5) carry their new values; the rest only a name.
+        email=changed.get("email", catalogue.NOT_SENT),
+        phone=changed.get("phone", catalogue.NOT_SENT),
+    )
+    await outbox.enqueue_event(session, updated)
     if "avatar_url" in changed:
-        await outbox.enqueue_for_customer(
-            session,
-            EVENT_AVATAR_UPDATED,
-            customer,
-            {
-                "old_avatar_url": old_avatar_url,
-                "new_avatar_url": customer.avatar_url,
-                "updated_by": actor.user_id,
-                "updated_at": customer.updated_at,
-            },
+        avatar = catalogue.CustomerAvatarUpdated(
+            customer_id=customer.id,
+            business_id=customer.business_id,
+            old_avatar_url=old_avatar_url,
+            new_avatar_url=customer.avatar_url,
+            updated_by=actor.user_id,
+            updated_at=customer.updated_at,
         )
+        await outbox.enqueue_event(session, avatar)
 
 
 async def admin_extras_for(session: AsyncSession, customer: Customer, principal: Principal) -> AdminExtras | None:
@@ -204,13 +190,68 @@ def render_view(customer: Customer, extras: AdminExtras | None) -> CustomerView:
     )
 
 
-async def read_view(database: Database, customer_id: uuid.UUID, principal: Principal) -> CustomerView:
-    """The profile as this caller may see it (the customer's own view, or an admin's with tags
-    and note count), in one statement; 404 for anyone else."""
-    row = await repository.read_profile(database, customer_id, with_admin_extras=principal.is_admin)
+async def read_view(database: Database, customer_id: uuid.UUID, scope: CustomerScope) -> CustomerView:
+    """The profile as this caller may see it (its own view, or an admin's with tags and note count),
+    in one statement; 404 when `scope` does not reach it."""
+    row = await repository.read_visible_profile(database, customer_id, scope, with_admin_extras=bool(scope.admin_of))
     if row is None:
         raise CustomerNotFound(customer_id)
-    view_type = AdminCustomerView if principal.is_admin_of(row["business_id"]) else CustomerView
-    view = view_type.model_validate(row)
-    require_self_or_admin(principal, view, not_found=CustomerNotFound(customer_id))
-    return view
+    view_type = AdminCustomerView if scope.is_admin_of(row["business_id"]) else CustomerView
+    return view_type.model_validate(row)
+
+
+async def find_visible(
+    session: AsyncSession, customer_id: uuid.UUID, scope: CustomerScope, *, with_admin_extras: bool = False
+) -> Customer:
+    """The customer `scope` reaches; 404 otherwise (another business's customer looks missing)."""
+    customer = await repository.get_visible(session, customer_id, scope, with_admin_extras=with_admin_extras)
+    if customer is None:
+        raise CustomerNotFound(customer_id)
+    return customer
+
+
+async def set_avatar_url(
+    session: AsyncSession, customer: Customer, *, new_url: str | None, actor: Principal
+) -> Customer:
+    """Point the locked customer at `new_url` and announce it (avatars/ stores the object)."""
+    old_url = customer.avatar_url
+    updated = await repository.update_if_version(
+        session, customer.id, expected_version=customer.version, values={"avatar_url": new_url}
+    )
+    assert updated is not None  # the caller holds the row lock: its version cannot have moved
+    await announce_update(
+        session, customer=updated, changed={"avatar_url": new_url}, old_avatar_url=old_url, actor=actor
+    )
+    return updated
+
+
+async def lock_customers(
+    session: AsyncSession, customer_ids: Iterable[uuid.UUID], *, allow_references: bool = False
+) -> Sequence[Customer]:
+    """Row-lock these customers (in the lock order) until the transaction ends; those that exist.
+
+    `allow_references`: lets other transactions meanwhile insert rows that reference them.
+    """
+    return await repository.lock(session, customer_ids, allow_references=allow_references)
+
+
+async def lock_profiles_of_user(session: AsyncSession, user_id: uuid.UUID) -> Sequence[Customer]:
+    """Row-lock every profile of a user (in the lock order)."""
+    return await repository.lock_of_user(session, user_id)
+
+
+async def lock_profiles_by_user(
+    session: AsyncSession, pairs: Iterable[tuple[uuid.UUID, uuid.UUID]]
+) -> dict[tuple[uuid.UUID, uuid.UUID], uuid.UUID]:
+    """Row-lock the profiles of (business_id, user_id) pairs; the customer id of each that exists."""
+    return await repository.lock_by_user(session, pairs)
+
+
+async def profiles_of_user(session: AsyncSession, user_id: uuid.UUID) -> Sequence[Customer]:
+    """Every profile of a user (one per business), oldest first."""
+    return await repository.of_user(session, user_id)
+
+
+async def delete_profiles(session: AsyncSession, customer_ids: Sequence[uuid.UUID]) -> int:
+    """Delete these (locked) profiles: the last step of an erasure. Returns how many went."""
+    return await repository.delete_many(session, customer_ids)

@@ -2,13 +2,12 @@
 
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Table, delete, func, select
+from sqlalchemy import CursorResult, Table, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bee_customers_service.activity.models import CustomerActivity, CustomerHistory
-from bee_customers_service.customers.models import Customer
 from bee_customers_service.events.outbox import OutboxEvent
 from bee_customers_service.gdpr.models import GdprRequest
 from bee_customers_service.notes.models import CustomerNote
@@ -16,11 +15,8 @@ from bee_customers_service.tags.models import CustomerTag
 
 # Every table whose rows belong to one customer (by `customer_id`). Export and erasure both walk
 # this list, so a table added here is exported and erased alike; a new table must be added here.
-CUSTOMER_OWNED_TABLES: tuple[Table, ...] = (
-    CustomerTag.__table__,
-    CustomerNote.__table__,
-    CustomerHistory.__table__,
-    CustomerActivity.__table__,
+CUSTOMER_OWNED_TABLES: tuple[Table, ...] = tuple(
+    cast(Table, model.__table__) for model in (CustomerTag, CustomerNote, CustomerHistory, CustomerActivity)
 )
 
 
@@ -39,17 +35,8 @@ async def events_about(session: AsyncSession, customer_id: uuid.UUID) -> list[di
     return [{"event": row.payload, "published_at": row.published_at} for row in await session.execute(statement)]
 
 
-async def customers_of_user(
-    session: AsyncSession, user_id: uuid.UUID, *, for_update: bool = False
-) -> Sequence[Customer]:
-    statement = select(Customer).where(Customer.user_id == user_id).order_by(Customer.created_at)
-    if for_update:
-        statement = statement.with_for_update()
-    return (await session.execute(statement)).scalars().all()
-
-
 async def erase_rows(session: AsyncSession, customer_ids: list[uuid.UUID]) -> dict[str, int]:
-    """Delete every row of these customers; returns how many rows each table lost.
+    """Delete every row these customers own (the profiles go through customers/); rows lost per table.
 
     Published outbox rows about them go too (they may carry names and emails); rows not yet
     published stay until the relay has sent them, then the retention purge removes them.
@@ -57,13 +44,11 @@ async def erase_rows(session: AsyncSession, customer_ids: list[uuid.UUID]) -> di
     counts: dict[str, int] = {}
     for table in CUSTOMER_OWNED_TABLES:
         result = await session.execute(delete(table).where(table.c.customer_id.in_(customer_ids)))
-        counts[table.name] = result.rowcount
+        counts[table.name] = cast(CursorResult[Any], result).rowcount
     published = await session.execute(
         delete(OutboxEvent).where(OutboxEvent.customer_id.in_(customer_ids), OutboxEvent.published_at.is_not(None))
     )
-    counts["outbox"] = published.rowcount
-    removed = await session.execute(delete(Customer).where(Customer.id.in_(customer_ids)))
-    counts["customers"] = removed.rowcount
+    counts["outbox"] = cast(CursorResult[Any], published).rowcount
     return counts
 
 
@@ -71,17 +56,13 @@ async def get_request(session: AsyncSession, request_id: uuid.UUID) -> GdprReque
     return await session.get(GdprRequest, request_id)
 
 
-async def latest_erasure_of(session: AsyncSession, *, user_id: uuid.UUID, business_id: uuid.UUID) -> GdprRequest | None:
-    statement = (
-        select(GdprRequest)
-        .where(
-            GdprRequest.kind == "erasure",
-            GdprRequest.subject_user_id == user_id,
-            GdprRequest.business_ids.contains([business_id]),
-        )
-        .order_by(GdprRequest.requested_at.desc())
-        .limit(1)
-    )
+async def get_request_visible(
+    session: AsyncSession, request_id: uuid.UUID, *, admin_of: frozenset[uuid.UUID], every_business: bool
+) -> GdprRequest | None:
+    """The record, if it concerns one of `admin_of` (or any business with `every_business`)."""
+    statement = select(GdprRequest).where(GdprRequest.id == request_id)
+    if not every_business:
+        statement = statement.where(GdprRequest.business_ids.overlap(sorted(admin_of)))
     return (await session.execute(statement)).scalar_one_or_none()
 
 

@@ -1,18 +1,19 @@
 """GDPR endpoints: export (a downloadable JSON document) and erasure (idempotent)."""
 
 import uuid
-from typing import Annotated, Any
+from typing import Any
 
 import orjson
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from bee_customers_service.core.dependencies import PrincipalDep, SessionDep, SettingsDep
+from bee_customers_service.core.dependencies import DatabaseDep, ReadSessionDep, SettingsDep
 from bee_customers_service.core.openapi import problems
 from bee_customers_service.core.responses import json_response
-from bee_customers_service.core.security import Principal, require_customer_or_admin_role, require_self_or_service
-from bee_customers_service.customers.dependencies import SelfOrAdminCustomer
+from bee_customers_service.core.security import CustomerOrAdminCaller, SelfOrService
+from bee_customers_service.customers.dependencies import SelfOrAdminRead
 from bee_customers_service.gdpr import service
+from bee_customers_service.gdpr.dependencies import AdminOrServiceScope
 from bee_customers_service.gdpr.schemas import GdprRequestView
 
 router = APIRouter(tags=["gdpr"])
@@ -41,10 +42,7 @@ def _erased(record_id: uuid.UUID) -> Response:
     summary="Export everything held about a customer",
 )
 async def export_customer(
-    customer: SelfOrAdminCustomer,
-    session: SessionDep,
-    settings: SettingsDep,
-    principal: Annotated[Principal, Depends(require_customer_or_admin_role)],
+    customer: SelfOrAdminRead, session: ReadSessionDep, settings: SettingsDep, principal: CustomerOrAdminCaller
 ) -> Response:
     document = await service.export_customer(session, customer=customer, principal=principal, settings=settings)
     return _attachment(document, f"customer-{customer.id}.json")
@@ -52,13 +50,11 @@ async def export_customer(
 
 @router.delete("/customers/{customer_id}", status_code=204, responses=problems(404), summary="Erase a customer (GDPR)")
 async def erase_customer(
-    request: Request,
-    customer: SelfOrAdminCustomer,
-    session: SessionDep,
-    principal: Annotated[Principal, Depends(require_customer_or_admin_role)],
+    request: Request, customer: SelfOrAdminRead, database: DatabaseDep, principal: CustomerOrAdminCaller
 ) -> Response:
+    # Its own transactions (the erasure, then the stored objects): a sessionmaker, not a request session.
     record = await service.erase_customer(
-        session, customer=customer, actor=principal, storage=request.app.state.avatar_storage
+        database.sessionmaker, customer=customer, actor=principal, storage=request.app.state.avatar_storage
     )
     return _erased(record.id)
 
@@ -69,18 +65,17 @@ async def erase_customer(
     summary="Export a user's profiles in every business",
 )
 async def export_user(
-    user_id: uuid.UUID, session: SessionDep, settings: SettingsDep, principal: PrincipalDep
+    user_id: uuid.UUID, session: ReadSessionDep, settings: SettingsDep, principal: SelfOrService
 ) -> Response:
-    require_self_or_service(principal, user_id)
     document = await service.export_user(session, user_id=user_id, principal=principal, settings=settings)
     return _attachment(document, f"user-{user_id}.json")
 
 
 @router.delete("/users/{user_id}", status_code=204, summary="Erase a user's profiles in every business")
-async def erase_user(request: Request, user_id: uuid.UUID, session: SessionDep, principal: PrincipalDep) -> Response:
-    require_self_or_service(principal, user_id)
+async def erase_user(request: Request, user_id: uuid.UUID, database: DatabaseDep, principal: SelfOrService) -> Response:
+    # Its own transactions (the erasure, then the stored objects): a sessionmaker, not a request session.
     record = await service.erase_user(
-        session, user_id=user_id, actor=principal, storage=request.app.state.avatar_storage
+        database.sessionmaker, user_id=user_id, actor=principal, storage=request.app.state.avatar_storage
     )
     return _erased(record.id) if record is not None else Response(status_code=204)
 
@@ -91,6 +86,6 @@ async def erase_user(request: Request, user_id: uuid.UUID, session: SessionDep, 
     responses=problems(404),
     summary="An erasure record",
 )
-async def get_gdpr_request(request_id: uuid.UUID, session: SessionDep, principal: PrincipalDep) -> Response:
-    record = await service.get_request(session, request_id=request_id, principal=principal)
+async def get_gdpr_request(request_id: uuid.UUID, session: ReadSessionDep, scope: AdminOrServiceScope) -> Response:
+    record = await service.find_request(session, request_id=request_id, scope=scope)
     return json_response(GdprRequestView.model_validate(record))

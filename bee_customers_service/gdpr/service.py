@@ -2,29 +2,29 @@
 
 import hashlib
 import uuid
-from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 from pydantic_core import to_jsonable_python
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bee_customers_service.activity import service as activity_service
 from bee_customers_service.avatars.service import owned_object_key
 from bee_customers_service.avatars.storage import AvatarStorage, StorageError
 from bee_customers_service.core.config import Settings
-from bee_customers_service.core.errors import CustomerNotFound, Forbidden, NotFound
+from bee_customers_service.core.errors import CustomerNotFound, NotFound
 from bee_customers_service.core.security import Principal
-from bee_customers_service.customers import repository as customers_repository
+from bee_customers_service.customers import service as customers_service
 from bee_customers_service.customers.models import Customer
 from bee_customers_service.customers.schemas import CustomerView
-from bee_customers_service.events import outbox
+from bee_customers_service.events import catalogue, outbox
 from bee_customers_service.gdpr import repository
+from bee_customers_service.gdpr.access import RecordScope
 from bee_customers_service.gdpr.models import STATUS_COMPLETED, STATUS_PENDING_OBJECTS, GdprRequest
 from bee_customers_service.notes.models import CustomerNote
 
-EVENT_DELETED = "v1.customer.deleted"
 EXPORT_FORMAT = "bee_customers_service.export.v1"
 
 audit_log = structlog.get_logger("bee_customers_service.audit")
@@ -50,7 +50,7 @@ def _without_note_contents(events: list[dict[str, Any]]) -> list[dict[str, Any]]
     """The events, with the text of note_added events removed (the notes themselves are withheld)."""
     return [
         {**item, "event": {k: v for k, v in item["event"].items() if k != "note"}}
-        if item["event"].get("event") == "v1.customer.note_added"
+        if item["event"].get("event") == catalogue.CustomerNoteAdded.name
         else item
         for item in events
     ]
@@ -90,7 +90,7 @@ async def export_user(
     session: AsyncSession, *, user_id: uuid.UUID, principal: Principal, settings: Settings
 ) -> dict[str, Any]:
     """Every business's profile of one user (a request arriving through the auth service)."""
-    customers = await repository.customers_of_user(session, user_id)
+    customers = await customers_service.profiles_of_user(session, user_id)
     profiles = [
         await export_customer(session, customer=customer, principal=principal, settings=settings)
         for customer in customers
@@ -100,7 +100,7 @@ async def export_user(
     )
 
 
-async def erase(
+async def _erase(
     session: AsyncSession,
     *,
     customers: Sequence[Customer],
@@ -109,15 +109,11 @@ async def erase(
     actor: Principal,
     storage: AvatarStorage,
 ) -> GdprRequest:
-    """Erase these customers' rows and record it, in one transaction with their deleted events.
-
-    Stored avatar objects are deleted after the commit. Until they are, the record says
-    `pending_object_cleanup` and lists their keys, so a storage outage leaves a retryable record
-    (`bee-customers gdpr-cleanup`), never a half-erased customer that the API still shows.
-    """
+    """Erase these (locked) customers' rows and record it, with their deleted events, in the caller's transaction."""
     customer_ids = [customer.id for customer in customers]
     pending_objects = [key for customer in customers if (key := owned_object_key(storage, customer))]
     counts = await repository.erase_rows(session, customer_ids)
+    counts["customers"] = await customers_service.delete_profiles(session, customer_ids)
     record = GdprRequest(
         id=uuid.uuid4(),
         kind="erasure",
@@ -135,53 +131,86 @@ async def erase(
     )
     session.add(record)
     for customer in customers:
-        await outbox.enqueue_for_customer(
-            session,
-            EVENT_DELETED,
-            customer,
-            {
-                "user_id": customer.user_id,
-                "gdpr_request_id": record.id,
-                "deleted_at": datetime.now(UTC),
-            },
+        event = catalogue.CustomerDeleted(
+            customer_id=customer.id,
+            business_id=customer.business_id,
+            user_id=customer.user_id,
+            gdpr_request_id=record.id,
+            deleted_at=datetime.now(UTC),
         )
-    await session.commit()
-    if pending_objects:
-        await delete_pending_objects(session, record=record, storage=storage)
+        await outbox.enqueue_event(session, event)
+    await session.flush()
+    return record
+
+
+async def _erase_then_clean_up(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    lock: Callable[[AsyncSession], Awaitable[Sequence[Customer]]],
+    *,
+    scope: str,
+    subject_user_id: uuid.UUID,
+    actor: Principal,
+    storage: AvatarStorage,
+) -> GdprRequest | None:
+    """Two transactions: the erasure commits first, stored avatar objects are deleted after it.
+
+    Until they are, the record says `pending_object_cleanup` and lists their keys, so a storage
+    outage leaves a retryable record (`bee-customers gdpr-cleanup`), never a half-erased customer
+    that the API still shows.
+    """
+    async with sessionmaker() as session:
+        # Under the row locks: an avatar upload of these customers either finished before or finds them gone.
+        customers = await lock(session)
+        if not customers:
+            return None
+        record = await _erase(
+            session, customers=customers, scope=scope, subject_user_id=subject_user_id, actor=actor, storage=storage
+        )
+        await session.commit()
+    if record.pending_objects:
+        async with sessionmaker() as session:
+            await delete_pending_objects(session, record=await session.merge(record), storage=storage)
+            await session.commit()
     audit_log.info(
         "audit",
         audit_event="gdpr.erasure",
         gdpr_request_id=str(record.id),
         scope=scope,
-        customer_ids=[str(i) for i in customer_ids],
+        customer_ids=[str(i) for i in record.customer_ids],
         requested_by=str(actor.user_id),
-        erased=counts,
+        erased=record.erased,
     )
     return record
 
 
 async def erase_customer(
-    session: AsyncSession, *, customer: Customer, actor: Principal, storage: AvatarStorage
+    sessionmaker: async_sessionmaker[AsyncSession], *, customer: Customer, actor: Principal, storage: AvatarStorage
 ) -> GdprRequest:
-    # Under the row lock: an avatar upload of this customer either finished before or finds it gone.
-    locked = await customers_repository.get(session, customer.id, for_update=True)
-    if locked is None:
-        raise CustomerNotFound(customer.id)
-    return await erase(
-        session, customers=[locked], scope="customer", subject_user_id=locked.user_id, actor=actor, storage=storage
+    """Erase one profile (GDPR); 404 when it went meanwhile."""
+    record = await _erase_then_clean_up(
+        sessionmaker,
+        lambda session: customers_service.lock_customers(session, [customer.id]),
+        scope="customer",
+        subject_user_id=customer.user_id,
+        actor=actor,
+        storage=storage,
     )
+    if record is None:
+        raise CustomerNotFound(customer.id)
+    return record
 
 
 async def erase_user(
-    session: AsyncSession, *, user_id: uuid.UUID, actor: Principal, storage: AvatarStorage
+    sessionmaker: async_sessionmaker[AsyncSession], *, user_id: uuid.UUID, actor: Principal, storage: AvatarStorage
 ) -> GdprRequest | None:
     """Erase the user's profile in every business; None when there is nothing (left) to erase."""
-    customers = await repository.customers_of_user(session, user_id, for_update=True)
-    if not customers:
-        await session.rollback()
-        return None
-    return await erase(
-        session, customers=customers, scope="user", subject_user_id=user_id, actor=actor, storage=storage
+    return await _erase_then_clean_up(
+        sessionmaker,
+        lambda session: customers_service.lock_profiles_of_user(session, user_id),
+        scope="user",
+        subject_user_id=user_id,
+        actor=actor,
+        storage=storage,
     )
 
 
@@ -198,44 +227,33 @@ async def delete_pending_objects(session: AsyncSession, *, record: GdprRequest, 
     if not remaining:
         record.status = STATUS_COMPLETED
         record.completed_at = datetime.now(UTC)
-    await session.commit()
+    await session.flush()
 
 
-async def retry_pending_objects(session: AsyncSession, *, storage: AvatarStorage) -> int:
-    """Retry every record still waiting for object deletion; returns how many are still waiting."""
+async def retry_pending_objects(sessionmaker: async_sessionmaker[AsyncSession], *, storage: AvatarStorage) -> int:
+    """Retry every record still waiting for object deletion; returns how many are still waiting.
+
+    One transaction per record (a sessionmaker): a record's progress is kept even if a later one fails.
+    """
+    async with sessionmaker() as session:
+        ids = [record.id for record in await repository.requests_with_pending_objects(session)]
     waiting = 0
-    for record in await repository.requests_with_pending_objects(session):
-        await delete_pending_objects(session, record=record, storage=storage)
-        waiting += bool(record.pending_objects)
+    for record_id in ids:
+        async with sessionmaker() as session:
+            record = await repository.get_request(session, record_id)
+            if record is None:
+                continue
+            await delete_pending_objects(session, record=record, storage=storage)
+            await session.commit()
+            waiting += bool(record.pending_objects)
     return waiting
 
 
-async def get_request(session: AsyncSession, *, request_id: uuid.UUID, principal: Principal) -> GdprRequest:
-    """The record, for services and for admins of a business it concerns.
-
-    Other callers are refused (403); an admin of another business sees 404, as for a missing record.
-    """
-    if not (principal.is_service or principal.is_admin):
-        raise Forbidden("Erasure records are for business administrators and internal services.")
-    record = await repository.get_request(session, request_id)
-    if record is None or not (
-        principal.is_service or any(principal.is_admin_of(business) for business in record.business_ids)
-    ):
+async def find_request(session: AsyncSession, *, request_id: uuid.UUID, scope: RecordScope) -> GdprRequest:
+    """The erasure record, if `scope` reaches it (404 otherwise, as for a missing record)."""
+    record = await repository.get_request_visible(
+        session, request_id, admin_of=scope.admin_of, every_business=scope.every_business
+    )
+    if record is None:
         raise GdprRequestNotFound(f"No GDPR request with id {request_id}")
     return record
-
-
-async def resurrection_allowed(
-    session: AsyncSession, *, user_id: uuid.UUID, business_id: uuid.UUID, settings: Settings
-) -> bool:
-    """May a late upstream event re-create an erased profile from its customer snapshot?
-
-    Never by default: an order completed after an erasure must not bring the person back. With
-    `BEE_GDPR_RESURRECT_AFTER_DAYS` set, a snapshot may re-create it once the erasure is older.
-    """
-    erasure = await repository.latest_erasure_of(session, user_id=user_id, business_id=business_id)
-    if erasure is None:
-        return True
-    if settings.gdpr_resurrect_after_days is None:
-        return False
-    return datetime.now(UTC) - erasure.requested_at >= timedelta(days=settings.gdpr_resurrect_after_days)

@@ -6,17 +6,16 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from starlette.responses import Response
 
-from bee_customers_service.core.dependencies import SessionDep, SettingsDep, require_json
+from bee_customers_service.core.dependencies import ReadSessionDep, SessionDep, SettingsDep, require_json
 from bee_customers_service.core.openapi import problems
 from bee_customers_service.core.responses import json_response
-from bee_customers_service.core.security import Principal, require_admin_role
-from bee_customers_service.customers.dependencies import AdminCustomer
+from bee_customers_service.core.security import AdminCaller
+from bee_customers_service.customers.dependencies import AdminOfCustomer, AdminOfCustomerRead
 from bee_customers_service.notes import service
-from bee_customers_service.notes.schemas import NoteCreate, NoteListParams, NotePage, NoteView
+from bee_customers_service.notes.dependencies import NoteByCaller
+from bee_customers_service.notes.schemas import NoteListParams, NotePage, NoteView
 
 router = APIRouter(prefix="/customers/{customer_id}/notes", tags=["notes"])
-
-AdminPrincipal = Annotated[Principal, Depends(require_admin_role)]
 
 
 @router.post(
@@ -28,7 +27,7 @@ AdminPrincipal = Annotated[Principal, Depends(require_admin_role)]
     summary="Add an internal note",
 )
 async def add_note(
-    data: NoteCreate, customer: AdminCustomer, session: SessionDep, settings: SettingsDep, principal: AdminPrincipal
+    customer: AdminOfCustomer, data: NoteByCaller, session: SessionDep, settings: SettingsDep, principal: AdminCaller
 ) -> Response:
     note = await service.add_note(session, customer=customer, data=data, actor=principal, settings=settings)
     return json_response(
@@ -40,7 +39,10 @@ async def add_note(
 
 @router.get("", response_model=NotePage, responses=problems(404), summary="Internal notes, newest first (keyset pages)")
 async def list_notes(
-    customer: AdminCustomer, session: SessionDep, settings: SettingsDep, params: Annotated[NoteListParams, Query()]
+    customer: AdminOfCustomerRead,
+    session: ReadSessionDep,
+    settings: SettingsDep,
+    params: Annotated[NoteListParams, Query()],
 ) -> Response:
     notes, next_cursor = await service.list_notes(
         session, customer=customer, limit=params.limit, cursor=params.cursor, settings=settings
@@ -49,6 +51,6 @@ async def list_notes(
 
 
 @router.delete("/{note_id}", status_code=204, responses=problems(404), summary="Delete an internal note")
-async def delete_note(note_id: uuid.UUID, customer: AdminCustomer, session: SessionDep) -> Response:
+async def delete_note(note_id: uuid.UUID, customer: AdminOfCustomer, session: SessionDep) -> Response:
     await service.delete_note(session, customer=customer, note_id=note_id)
     return Response(status_code=204)

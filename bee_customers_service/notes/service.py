@@ -9,17 +9,16 @@ from pydantic import AwareDatetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bee_customers_service.core.config import Settings
-from bee_customers_service.core.errors import Forbidden, InvalidInput, NotFound
+from bee_customers_service.core.errors import InvalidInput, NotFound
 from bee_customers_service.core.pagination import CursorCodec
 from bee_customers_service.core.security import Principal
 from bee_customers_service.customers.models import Customer
-from bee_customers_service.events import outbox
+from bee_customers_service.events import catalogue, outbox
 from bee_customers_service.notes import repository
 from bee_customers_service.notes.content_filter import is_blocked
 from bee_customers_service.notes.models import CustomerNote
 from bee_customers_service.notes.schemas import NoteCreate
 
-EVENT_NOTE_ADDED = "v1.customer.note_added"
 CURSOR_SCOPE = "notes:v1"
 
 
@@ -42,9 +41,7 @@ class NoteRefused(InvalidInput):
 async def add_note(
     session: AsyncSession, *, customer: Customer, data: NoteCreate, actor: Principal, settings: Settings
 ) -> CustomerNote:
-    """Write a note as the calling admin (403 if the body claims another author)."""
-    if data.created_by is not None and data.created_by != actor.user_id:
-        raise Forbidden("created_by must be the calling administrator (it comes from the token).")
+    """Write a note as the calling admin (notes/dependencies.py refused another author)."""
     if is_blocked(data.content, settings.notes_blocked_words):
         raise NoteRefused()
     note = await repository.add(
@@ -58,18 +55,15 @@ async def add_note(
         },
     )
     # Spec 4.4: the audit log (bee_log_service) keeps the note history, so the event carries it.
-    await outbox.enqueue_for_customer(
-        session,
-        EVENT_NOTE_ADDED,
-        customer,
-        {
-            "note_id": note.id,
-            "created_by": note.created_by,
-            "note": note.content,
-            "created_at": note.created_at,
-        },
+    event = catalogue.CustomerNoteAdded(
+        customer_id=customer.id,
+        business_id=customer.business_id,
+        note_id=note.id,
+        created_by=note.created_by,
+        note=note.content,
+        created_at=note.created_at,
     )
-    await session.commit()
+    await outbox.enqueue_event(session, event)
     return note
 
 
@@ -79,13 +73,11 @@ async def list_notes(
     """A page of notes, newest first, and the cursor of the next page."""
     cursors = CursorCodec.from_settings(settings)
     after = cursors.decode(cursor, scope=CURSOR_SCOPE, types=(AwareDatetime, uuid.UUID))
-    rows = await repository.page_for_customer(session, customer.id, after=after, limit=limit + 1)  # type: ignore[arg-type]
+    rows = await repository.page_for_customer(session, customer.id, after=after, limit=limit + 1)
     return cursors.page_of(rows, limit, key=lambda note: (note.created_at, note.id), scope=CURSOR_SCOPE)
 
 
 async def delete_note(session: AsyncSession, *, customer: Customer, note_id: uuid.UUID) -> None:
     deleted = await repository.delete_note(session, customer.id, note_id)
     if deleted is None:
-        await session.rollback()
         raise NoteNotFound(note_id)
-    await session.commit()

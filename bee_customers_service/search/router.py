@@ -1,15 +1,13 @@
 """GET /customers?business_id=...: the admin search (admin_business / admin_manager of that business)."""
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter
 from starlette.responses import Response
 
-from bee_customers_service.core.dependencies import SettingsDep, TransactionalSessionDep
+from bee_customers_service.core.dependencies import ReadTransactionDep, SettingsDep
 from bee_customers_service.core.openapi import problems
-from bee_customers_service.core.security import Principal, get_principal, require_admin
 from bee_customers_service.search import service
-from bee_customers_service.search.schemas import SearchPage, SearchParams
+from bee_customers_service.search.dependencies import OwnBusinessSearch
+from bee_customers_service.search.schemas import SearchPage
 
 router = APIRouter(prefix="/customers", tags=["search"])
 
@@ -22,12 +20,10 @@ router = APIRouter(prefix="/customers", tags=["search"])
     summary="Search and list a business's customers (keyset pages, relevance first with `query`)",
 )
 async def search_customers(
-    params: Annotated[SearchParams, Query()],
-    session: TransactionalSessionDep,  # its set_config(..., true) needs a transaction
+    params: OwnBusinessSearch,
+    session: ReadTransactionDep,  # its set_config(..., true) needs a transaction
     settings: SettingsDep,
-    principal: Annotated[Principal, Depends(get_principal)],
 ) -> Response:
-    require_admin(principal, params.business_id)
     page = await service.search_customers(session, params=params, settings=settings)
     body = page.model_dump_json(exclude={"total"} if page.total is None else None)
     return Response(content=body, media_type="application/json")

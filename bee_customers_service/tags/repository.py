@@ -8,7 +8,6 @@ from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bee_customers_service.customers.models import Customer
 from bee_customers_service.tags.models import CustomerTag
 
 
@@ -22,7 +21,6 @@ async def list_for_customer(session: AsyncSession, customer_id: uuid.UUID) -> Se
 
 
 # The statements of a tag add, built once (building them per request cost more than running them).
-_LOCK_CUSTOMER = select(Customer.id).where(Customer.id == bindparam("customer_id")).with_for_update(key_share=True)
 _COUNT = select(func.count()).select_from(CustomerTag).where(CustomerTag.customer_id == bindparam("customer_id"))
 _TAG_COLUMNS = ("id", "customer_id", "business_id", "label", "color", "created_by")
 _INSERT_IF_ABSENT = (
@@ -37,14 +35,6 @@ _INSERT_IF_ABSENT = (
     .on_conflict_do_nothing(index_elements=[CustomerTag.customer_id, CustomerTag.label_key])
     .returning(CustomerTag)
 )
-
-
-async def lock_customer(session: AsyncSession, customer_id: uuid.UUID) -> bool:
-    """Serialise tag writers of one customer: FOR NO KEY UPDATE on its row (False if it is gone).
-
-    NO KEY UPDATE does not block the FK checks (KEY SHARE) of other tables' inserts.
-    """
-    return (await session.execute(_LOCK_CUSTOMER, {"customer_id": customer_id})).scalar_one_or_none() is not None
 
 
 async def count_for_customer(session: AsyncSession, customer_id: uuid.UUID) -> int:

@@ -6,14 +6,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bee_customers_service.core.errors import Conflict, CustomerNotFound, InvalidInput, NotFound
 from bee_customers_service.core.security import Principal
+from bee_customers_service.customers import service as customers_service
 from bee_customers_service.customers.models import Customer
-from bee_customers_service.events import outbox
+from bee_customers_service.events import catalogue, outbox
 from bee_customers_service.tags import repository
 from bee_customers_service.tags.models import CustomerTag
 from bee_customers_service.tags.schemas import MAX_TAGS_PER_CUSTOMER, TagCreate
-
-EVENT_TAGGED = "v1.customer.tagged"
-EVENT_UNTAGGED = "v1.customer.untagged"
 
 
 class TagAlreadyExists(Conflict):
@@ -36,12 +34,11 @@ async def add_tags(
     """Add one or several tags atomically: 409 if any exists already, 422 beyond 50 per customer."""
     # Lock the customer row first: concurrent adds for one customer then count and insert one after
     # the other, so two requests cannot both see 49 tags and end at 51.
-    if not await repository.lock_customer(session, customer.id):
+    if not await customers_service.lock_customers(session, [customer.id], allow_references=True):
         raise CustomerNotFound(customer.id)
     labels = data.all_labels
     current = await repository.count_for_customer(session, customer.id)
     if current + len(labels) > MAX_TAGS_PER_CUSTOMER:
-        await session.rollback()
         raise InvalidInput(
             "labels" if data.labels is not None else "label",
             f"a customer carries at most {MAX_TAGS_PER_CUSTOMER} tags (it has {current})",
@@ -62,22 +59,18 @@ async def add_tags(
         )
         if tag is None:
             existing = await repository.existing_labels(session, customer.id, labels)
-            await session.rollback()
             raise TagAlreadyExists(existing or [label])
         created.append(tag)
-        await outbox.enqueue_for_customer(
-            session,
-            EVENT_TAGGED,
-            customer,
-            {
-                "tag": tag.label,
-                "tag_id": tag.id,
-                "color": tag.color,
-                "created_by": actor.user_id,
-                "created_at": tag.created_at,
-            },
+        event = catalogue.CustomerTagged(
+            customer_id=customer.id,
+            business_id=customer.business_id,
+            tag=tag.label,
+            tag_id=tag.id,
+            color=tag.color,
+            created_by=actor.user_id,
+            created_at=tag.created_at,
         )
-    await session.commit()
+        await outbox.enqueue_event(session, event)
     return created
 
 
@@ -89,9 +82,12 @@ async def remove_tag(session: AsyncSession, *, customer: Customer, tag_id: uuid.
     """Delete a tag of this customer (404 for a tag of another customer) and announce it."""
     tag = await repository.delete_tag(session, customer.id, tag_id)
     if tag is None:
-        await session.rollback()
         raise TagNotFound(tag_id)
-    await outbox.enqueue_for_customer(
-        session, EVENT_UNTAGGED, customer, {"tag": tag.label, "tag_id": tag.id, "removed_by": actor.user_id}
+    event = catalogue.CustomerUntagged(
+        customer_id=customer.id,
+        business_id=customer.business_id,
+        tag=tag.label,
+        tag_id=tag.id,
+        removed_by=actor.user_id,
     )
-    await session.commit()
+    await outbox.enqueue_event(session, event)

@@ -5,6 +5,7 @@ import uuid
 import pytest
 from sqlalchemy import text
 
+from bee_customers_service.activity import service as activity_service
 from bee_customers_service.gdpr import service as gdpr_service
 from tests.conftest import make_settings
 
@@ -181,16 +182,16 @@ async def test_late_events_do_not_resurrect_by_default(client, world, app, datab
     await client.delete(f"/customers/{mine['id']}", headers=world.admin.headers)
     user_id, business_id = uuid.UUID(mine["user_id"]), world.business_id
     async with app.state.database.sessionmaker() as session:
-        never = await gdpr_service.resurrection_allowed(
+        never = await activity_service.resurrection_allowed(
             session, user_id=user_id, business_id=business_id, settings=make_settings(database_url)
         )
-        after_zero_days = await gdpr_service.resurrection_allowed(
+        after_zero_days = await activity_service.resurrection_allowed(
             session,
             user_id=user_id,
             business_id=business_id,
             settings=make_settings(database_url, gdpr_resurrect_after_days=0),
         )
-        other_business = await gdpr_service.resurrection_allowed(
+        other_business = await activity_service.resurrection_allowed(
             session, user_id=user_id, business_id=world.other_business_id, settings=make_settings(database_url)
         )
     assert never is False
@@ -246,8 +247,7 @@ async def test_storage_failure_leaves_a_retryable_record_not_a_half_erased_custo
 
     (path / "blocker").unlink()
     path.rmdir()  # storage is back
-    async with app.state.database.sessionmaker() as session:
-        waiting = await gdpr_service.retry_pending_objects(session, storage=storage)
+    waiting = await gdpr_service.retry_pending_objects(app.state.database.sessionmaker, storage=storage)
     assert waiting == 0
     record = (await client.get(erased.headers["Location"], headers=world.admin.headers)).json()
     assert record["status"] == "completed" and record["pending_objects"] == []

@@ -1,0 +1,17 @@
+"""Access to the search: the admin searches one of the businesses it administers (403 otherwise)."""
+
+from typing import Annotated
+
+from fastapi import Depends, Query
+
+from bee_customers_service.core.security import AdminCaller, require_admin_of
+from bee_customers_service.search.schemas import SearchParams
+
+
+async def search_of_own_business(params: Annotated[SearchParams, Query()], principal: AdminCaller) -> SearchParams:
+    """The search's parameters, once the caller is known to administer `business_id`."""
+    require_admin_of(principal, params.business_id)
+    return params
+
+
+OwnBusinessSearch = Annotated[SearchParams, Depends(search_of_own_business)]
