@@ -10,6 +10,7 @@ import contextlib
 from collections.abc import AsyncIterator, Hashable
 from typing import Any
 
+import structlog
 from aio_pika.abc import AbstractChannel, AbstractQueue
 from sqlalchemy.exc import DBAPIError
 
@@ -18,6 +19,7 @@ from bee_customers_service.activity import service as activity_service
 from bee_customers_service.activity.contract import Change, Rejected
 from bee_customers_service.core.config import Settings
 from bee_customers_service.core.db import Database
+from bee_customers_service.events.broker import short_error
 from bee_customers_service.events.consumer import (
     ConsumerOptions,
     Outcome,
@@ -26,6 +28,8 @@ from bee_customers_service.events.consumer import (
     run_until_stopped,
 )
 from bee_customers_service.events.topology import QueueTopology
+
+log = structlog.get_logger(__name__)
 
 # Deadlocks and serialization failures are retried at once, in-process, before anything else.
 _RETRYABLE_SQLSTATES = {"40P01", "40001"}
@@ -105,6 +109,19 @@ class ActivityConsumer(QueueConsumer[Change]):
         self.database = database
 
 
+async def prune_periodically(database: Database, settings: Settings, stop: asyncio.Event) -> None:
+    """Prune old processed_events while the consumer runs (every replica: the deletes are idempotent)."""
+    while not stop.is_set():
+        try:
+            pruned = await activity_service.prune_processed_events(database.sessionmaker, settings=settings)
+            if pruned:
+                log.info("processed_events_pruned", rows=pruned)
+        except Exception as exc:  # the database may be away: try again at the next interval
+            log.warning("processed_events_prune_failed", error=short_error(exc))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=settings.processed_events_prune_interval_seconds)
+
+
 def activity_component(app: Any) -> contextlib.AbstractAsyncContextManager[None]:
     """The consumer inside `serve` (app._background_components), when enabled and a broker is set."""
 
@@ -118,11 +135,14 @@ def activity_component(app: Any) -> contextlib.AbstractAsyncContextManager[None]
         app.state.activity_consumer = consumer
         app.state.readiness_reporters["activity_consumer"] = consumer.report
         stop = asyncio.Event()
-        task = asyncio.create_task(run_until_stopped(consumer, stop), name="activity-consumer")
+        tasks = [
+            asyncio.create_task(run_until_stopped(consumer, stop), name="activity-consumer"),
+            asyncio.create_task(prune_periodically(app.state.database, settings, stop), name="processed-events-prune"),
+        ]
         try:
             yield
         finally:
             stop.set()
-            await asyncio.gather(task, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     return component()

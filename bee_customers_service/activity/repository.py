@@ -3,9 +3,9 @@
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, column, func, select, table, text
+from sqlalchemy import CursorResult, bindparam, column, func, select, table, text
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.types import DateTime, Numeric, String
@@ -221,6 +221,22 @@ async def recompute(session: AsyncSession, customer_ids: Iterable[uuid.UUID]) ->
     ids = sorted(set(customer_ids))
     if ids:
         await session.execute(_RECOMPUTE, {"customer_ids": ids})
+
+
+_PRUNE_PROCESSED = text(
+    """
+    DELETE FROM processed_events WHERE event_id IN (
+        SELECT event_id FROM processed_events WHERE processed_at < now() - make_interval(secs => :older_than)
+        LIMIT :chunk
+    )
+    """
+)
+
+
+async def prune_processed_events(session: AsyncSession, *, older_than_seconds: float, chunk: int) -> int:
+    """Delete up to `chunk` idempotency keys older than the retention; how many went."""
+    result = await session.execute(_PRUNE_PROCESSED, {"older_than": older_than_seconds, "chunk": chunk})
+    return cast(CursorResult[Any], result).rowcount
 
 
 async def customer_ids_of_business(

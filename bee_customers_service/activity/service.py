@@ -344,3 +344,21 @@ async def recompute_business(
             await session.commit()
         done += len(ids)
         after = ids[-1]
+
+
+async def prune_processed_events(
+    sessionmaker: async_sessionmaker[AsyncSession], *, settings: Settings, chunk: int = 5000
+) -> int:
+    """Delete the idempotency keys older than BEE_PROCESSED_EVENTS_RETENTION_DAYS; how many went.
+
+    A transaction per chunk (a sessionmaker): a large backlog never holds one long delete.
+    """
+    older_than = settings.processed_events_retention_days * 86400
+    pruned = 0
+    while True:
+        async with sessionmaker() as session:
+            deleted = await repository.prune_processed_events(session, older_than_seconds=older_than, chunk=chunk)
+            await session.commit()
+        pruned += deleted
+        if deleted < chunk:
+            return pruned

@@ -108,6 +108,10 @@ class Settings(BaseSettings):
     activity_batch_linger_ms: int = Field(default=50, ge=0, le=5000)
     activity_retry_delay_ms: int = Field(default=10_000, ge=10)
     activity_max_attempts: int = Field(default=8, ge=1, le=100)
+    # processed_events (the consumer's idempotency keys, ids only) are kept this long, then pruned
+    # every `processed_events_prune_interval_seconds`: far beyond any redelivery or producer retry.
+    processed_events_retention_days: float = Field(default=30.0, gt=0)
+    processed_events_prune_interval_seconds: float = Field(default=3600.0, gt=0)
     stats_window_months: int = Field(default=6, ge=1, le=60)
     # Notes (spec 5.4): comma-separated words or phrases a note may not contain (whole words,
     # case- and accent-insensitive). Empty: no content filter.
@@ -132,6 +136,17 @@ class Settings(BaseSettings):
                     f"BEE_CURSOR_SECRET must be set to a random string of at least {MIN_CURSOR_SECRET_LENGTH} "
                     "characters in production"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _processed_events_outlive_the_retries(self) -> "Settings":
+        # A message retried for up to max_attempts x retry_delay must still find its key.
+        retries_seconds = self.activity_max_attempts * self.activity_retry_delay_ms / 1000
+        if self.processed_events_retention_days * 86400 <= retries_seconds:
+            raise ValueError(
+                "BEE_PROCESSED_EVENTS_RETENTION_DAYS must outlast the consumer's retries"
+                f" ({retries_seconds:.0f} s = BEE_ACTIVITY_MAX_ATTEMPTS x BEE_ACTIVITY_RETRY_DELAY_MS)"
+            )
         return self
 
     @field_validator("log_level", mode="before")
