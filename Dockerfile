@@ -43,7 +43,8 @@ LABEL org.opencontainers.image.title="bee_customers_service" \
 
 # Production defaults. BEE_ENVIRONMENT=production refuses to start without BEE_DATABASE_URL and
 # with the development JWT secret: the deployment (docker-compose.yml, Kubernetes) must set
-# BEE_DATABASE_URL, BEE_CURSOR_SECRET and BEE_JWT_SECRET (or BEE_JWT_PUBLIC_KEY / BEE_JWT_JWKS_URL).
+# BEE_DATABASE_URL, BEE_CURSOR_SECRET, BEE_GDPR_FINGERPRINT_KEY and BEE_JWT_SECRET (or
+# BEE_JWT_PUBLIC_KEY / BEE_JWT_JWKS_URL).
 # BEE_HOST=0.0.0.0: a container must listen beyond its loopback (the service's default is
 # 127.0.0.1, and `serve` refuses any other address with the development JWT secret).
 ENV PATH="/opt/venv/bin:${PATH}" \

@@ -256,6 +256,7 @@ def main() -> None:
             "BEE_DATABASE_URL": url,
             "BEE_JWT_SECRET": BENCH_SECRET,
             "BEE_CURSOR_SECRET": BENCH_SECRET,  # production refuses the development cursor key
+            "BEE_GDPR_FINGERPRINT_KEY": BENCH_SECRET,  # ... and the development fingerprint key
             "BEE_ENVIRONMENT": "production",
             "BEE_DATABASE_POOL_SIZE": str(args.pool_size),
             "BEE_DATABASE_MAX_OVERFLOW": "0",

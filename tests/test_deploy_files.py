@@ -39,7 +39,12 @@ DOCKERFILE = ROOT / "Dockerfile"
 WORKFLOW = ROOT / ".github" / "workflows" / "ci.yml"
 JWT_SECRET = "compose-test-secret-0123456789abcdef-not-for-production"
 CURSOR_SECRET = "compose-test-cursor-secret-0123456789abcdef-not-for-production"
-SECRETS = {"BEE_JWT_SECRET": JWT_SECRET, "BEE_CURSOR_SECRET": CURSOR_SECRET}
+FINGERPRINT_KEY = "compose-test-gdpr-fingerprint-key-0123456789abcdef-not-for-production"
+SECRETS = {
+    "BEE_JWT_SECRET": JWT_SECRET,
+    "BEE_CURSOR_SECRET": CURSOR_SECRET,
+    "BEE_GDPR_FINGERPRINT_KEY": FINGERPRINT_KEY,
+}
 
 
 def _compose_binary() -> str:
@@ -125,15 +130,21 @@ def test_compose_file_validates(compose):
 
 def test_compose_refuses_to_start_without_a_jwt_secret(compose):
     # Only the JWT secret missing: compose reports missing variables in no fixed order.
-    result = compose("config", "--quiet", env={"BEE_CURSOR_SECRET": CURSOR_SECRET})
+    result = compose("config", "--quiet", env={k: v for k, v in SECRETS.items() if k != "BEE_JWT_SECRET"})
     assert result.returncode != 0
     assert "BEE_JWT_SECRET" in result.stderr
 
 
 def test_compose_refuses_to_start_without_a_cursor_secret(compose):
-    result = compose("config", "--quiet", env={"BEE_JWT_SECRET": JWT_SECRET})
+    result = compose("config", "--quiet", env={k: v for k, v in SECRETS.items() if k != "BEE_CURSOR_SECRET"})
     assert result.returncode != 0
     assert "BEE_CURSOR_SECRET" in result.stderr
+
+
+def test_compose_refuses_to_start_without_a_gdpr_fingerprint_key(compose):
+    result = compose("config", "--quiet", env={k: v for k, v in SECRETS.items() if k != "BEE_GDPR_FINGERPRINT_KEY"})
+    assert result.returncode != 0
+    assert "BEE_GDPR_FINGERPRINT_KEY" in result.stderr
 
 
 def test_compose_runs_the_whole_stack(rendered):

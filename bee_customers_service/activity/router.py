@@ -10,6 +10,7 @@ from bee_customers_service.activity.schemas import CustomerStats, HistoryPage
 from bee_customers_service.core.dependencies import ReadSessionDep, SessionDep, SettingsDep
 from bee_customers_service.core.openapi import problems
 from bee_customers_service.core.responses import json_response
+from bee_customers_service.core.security import AdminCaller
 from bee_customers_service.core.types import SafeStr
 from bee_customers_service.customers.dependencies import AdminOfCustomer, SelfOrAdminRead
 
@@ -51,5 +52,7 @@ async def get_history(
     responses=problems(404),
     summary="Rebuild the aggregates from the activity rows (admins)",
 )
-async def recompute_stats(customer: AdminOfCustomer, session: SessionDep, settings: SettingsDep) -> Response:
-    return json_response(await service.recompute_customer(session, customer, settings=settings))
+async def recompute_stats(
+    customer: AdminOfCustomer, session: SessionDep, settings: SettingsDep, principal: AdminCaller
+) -> Response:
+    return json_response(await service.recompute_customer(session, customer, settings=settings, actor=principal))

@@ -18,9 +18,11 @@ from bee_customers_service.activity.state import ActivityState, apply
 from bee_customers_service.core.config import Settings
 from bee_customers_service.core.errors import DomainError
 from bee_customers_service.core.pagination import CursorCodec
+from bee_customers_service.core.security import Principal
 from bee_customers_service.customers import service as customers_service
 from bee_customers_service.customers.models import Customer
 from bee_customers_service.customers.schemas import CustomerCreate
+from bee_customers_service.events import audit, catalogue
 
 HISTORY_CURSOR_SCOPE = "history:v1"
 APPLIED: Final = "applied"
@@ -316,11 +318,17 @@ async def history(
     return HistoryPage(items=[HistoryItem.model_validate(row) for row in page], next_cursor=next_cursor)
 
 
-async def recompute_customer(session: AsyncSession, customer: Customer, *, settings: Settings) -> CustomerStats:
+async def recompute_customer(
+    session: AsyncSession, customer: Customer, *, settings: Settings, actor: Principal
+) -> CustomerStats:
     """Rebuild one customer's aggregates from its activity rows; returns the fresh statistics."""
     await customers_service.lock_customers(session, [customer.id])
     await repository.recompute(session, [customer.id])
     await session.refresh(customer)
+    record = catalogue.AuditStatsRecomputed(
+        customer_id=customer.id, business_id=customer.business_id, actor=catalogue.Actor.of(actor)
+    )
+    await audit.record(session, record)
     return await stats(session, customer, settings=settings)
 
 

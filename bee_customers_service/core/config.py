@@ -12,6 +12,8 @@ DEV_JWT_SECRET = "bee-dev-only-secret-change-me-0123456789abcdef"  # noqa: S105 
 # Development-only key for signing pagination cursors (core/pagination.py); production refuses it.
 DEV_CURSOR_SECRET = "bee-dev-only-cursor-secret-change-me-0123456789"  # noqa: S105 (development only)
 MIN_CURSOR_SECRET_LENGTH = 32
+# Development-only key of the erasure records' email fingerprints (gdpr/service.py); production refuses it.
+DEV_GDPR_FINGERPRINT_KEY = "bee-dev-only-gdpr-fingerprint-key-change-me-0123"
 
 
 class Settings(BaseSettings):
@@ -59,10 +61,15 @@ class Settings(BaseSettings):
 
     # Pagination: the HMAC key that signs `next_cursor` values, so a client cannot craft one (required in production).
     cursor_secret: SecretStr = Field(default=SecretStr(DEV_CURSOR_SECRET), min_length=1)
+    # GDPR: the HMAC key of the erasure records' email fingerprints, so an email list cannot be
+    # tested against them without it (required in production).
+    gdpr_fingerprint_key: SecretStr = Field(default=SecretStr(DEV_GDPR_FINGERPRINT_KEY), min_length=1)
 
     # Events (RabbitMQ). Unset -> events stay in the outbox, nothing is published.
     rabbitmq_url: str | None = None
     events_exchange: str = "bee.customers.events"
+    # The audit records (`v1.audit.customer.*`, spec 5.3) go to their own exchange, for bee_log_service.
+    audit_exchange: str = "bee.audit.events"
     relay_enabled: bool = True
     relay_batch_size: int = Field(default=200, ge=1, le=5000)
     relay_poll_seconds: float = Field(default=5.0, gt=0)
@@ -134,6 +141,17 @@ class Settings(BaseSettings):
             if secret == DEV_CURSOR_SECRET or len(secret) < MIN_CURSOR_SECRET_LENGTH:
                 raise ValueError(
                     f"BEE_CURSOR_SECRET must be set to a random string of at least {MIN_CURSOR_SECRET_LENGTH} "
+                    "characters in production"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _gdpr_fingerprint_key_in_production(self) -> "Settings":
+        if self.environment == "production":
+            key = self.gdpr_fingerprint_key.get_secret_value()
+            if key == DEV_GDPR_FINGERPRINT_KEY or len(key) < MIN_CURSOR_SECRET_LENGTH:
+                raise ValueError(
+                    f"BEE_GDPR_FINGERPRINT_KEY must be set to a random string of at least {MIN_CURSOR_SECRET_LENGTH} "
                     "characters in production"
                 )
         return self

@@ -38,7 +38,7 @@ async def create_customer(
     settings: SettingsDep,
     _caller: ServiceCaller,
 ) -> Response:
-    customer = await service.create_customer(session, data=data, settings=settings)
+    customer = await service.create_customer(session, data=data, settings=settings, actor=_caller)
     return json_response(
         CustomerView.model_validate(customer),
         status_code=201,

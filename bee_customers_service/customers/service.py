@@ -25,7 +25,7 @@ from bee_customers_service.customers.schemas import (
     CustomerView,
     Preferences,
 )
-from bee_customers_service.events import catalogue, outbox
+from bee_customers_service.events import audit, catalogue, outbox
 
 
 class CustomerAlreadyExists(Conflict):
@@ -58,8 +58,12 @@ def _merge_preferences(current: dict[str, Any], patch: Preferences) -> dict[str,
     return merged
 
 
-async def create_customer(session: AsyncSession, *, data: CustomerCreate, settings: Settings) -> Customer:
+async def create_customer(
+    session: AsyncSession, *, data: CustomerCreate, settings: Settings, actor: Principal | None = None
+) -> Customer:
     """Insert a profile and enqueue its `v1.customer.created`; 409 naming the existing profile.
+
+    `actor` is the calling service (None: the activity consumer creating a profile on its own).
 
     ON CONFLICT DO NOTHING (repository) keeps the transaction usable after a duplicate, so the
     activity consumer can go on with the profile someone else just created.
@@ -82,6 +86,13 @@ async def create_customer(session: AsyncSession, *, data: CustomerCreate, settin
         created_at=customer.created_at,
     )
     await outbox.enqueue_event(session, event)
+    record = catalogue.AuditCustomerCreated(
+        customer_id=customer.id,
+        business_id=customer.business_id,
+        actor=catalogue.Actor.of(actor),
+        user_id=customer.user_id,
+    )
+    await audit.record(session, record)  # with the caller's IP and User-Agent (core/context.py)
     return customer
 
 
@@ -117,6 +128,7 @@ async def update_customer(
         if not values:
             return customer  # nothing changed: no version bump, no event
         old_avatar = customer.avatar_url
+        old_values = {field: getattr(customer, field) for field in values}  # before the row is updated
         updated = await repository.update_if_version(
             session, customer.id, expected_version=customer.version, values=values
         )
@@ -131,6 +143,14 @@ async def update_customer(
         raise PreconditionFailed("The customer changed while it was being updated; retry.")
 
     await announce_update(session, customer=updated, changed=values, old_avatar_url=old_avatar, actor=actor)
+    record = catalogue.AuditCustomerUpdated(
+        customer_id=updated.id,
+        business_id=updated.business_id,
+        actor=catalogue.Actor.of(actor),
+        fields_changed=sorted(values),
+        changes={field: catalogue.Change(old=old_values[field], new=new) for field, new in sorted(values.items())},
+    )
+    await audit.record(session, record)
     return updated
 
 
@@ -222,6 +242,21 @@ async def set_avatar_url(
     await announce_update(
         session, customer=updated, changed={"avatar_url": new_url}, old_avatar_url=old_url, actor=actor
     )
+    who = catalogue.Actor.of(actor)
+    record: catalogue.AuditRecord = (
+        catalogue.AuditAvatarRemoved(
+            customer_id=updated.id, business_id=updated.business_id, actor=who, old_avatar_url=old_url
+        )
+        if new_url is None
+        else catalogue.AuditAvatarUpdated(
+            customer_id=updated.id,
+            business_id=updated.business_id,
+            actor=who,
+            old_avatar_url=old_url,
+            new_avatar_url=new_url,
+        )
+    )
+    await audit.record(session, record)
     return updated
 
 

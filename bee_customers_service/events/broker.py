@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -52,6 +53,7 @@ class OutgoingEvent:
     trace_id: str | None = None
     request_id: str | None = None
     occurred_at: datetime | None = None
+    exchange: str | None = None  # None: the broker's `exchange_name`
 
 
 def describe(exc: BaseException) -> str:
@@ -81,7 +83,11 @@ def build_message(event: OutgoingEvent, *, app_id: str) -> aio_pika.Message:
 
 
 class EventBroker:
-    """The topic exchange events are published to, over one robust connection and channel."""
+    """The topic exchanges events are published to, over one robust connection and channel.
+
+    `exchange_name` is the default one; `other_exchanges` are declared beside it, for events that
+    name their exchange (`OutgoingEvent.exchange`, e.g. the audit records).
+    """
 
     def __init__(
         self,
@@ -89,12 +95,14 @@ class EventBroker:
         exchange_name: str,
         *,
         app_id: str,
+        other_exchanges: Sequence[str] = (),
         connect_timeout: float = 5.0,
         reconnect_interval: float = 5.0,
         down_after_seconds: float = 30.0,
     ) -> None:
         self.url = url
         self.exchange_name = exchange_name
+        self.exchange_names = tuple(dict.fromkeys((exchange_name, *other_exchanges)))
         self.app_id = app_id
         self.connect_timeout = connect_timeout
         self.reconnect_interval = reconnect_interval
@@ -107,6 +115,7 @@ class EventBroker:
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
         self._exchange: AbstractExchange | None = None
+        self._exchanges: dict[str, AbstractExchange] = {}
         self._failed = False
 
     @property
@@ -159,30 +168,37 @@ class EventBroker:
             # Confirms on, and a returned (unroutable) mandatory message raises PublishError
             # instead of resolving as if it had been delivered.
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-            exchange = await channel.declare_exchange(
-                self.exchange_name, aio_pika.ExchangeType.TOPIC, durable=True, timeout=self.connect_timeout
-            )
+            exchanges: dict[str, AbstractExchange] = {
+                name: await channel.declare_exchange(
+                    name, aio_pika.ExchangeType.TOPIC, durable=True, timeout=self.connect_timeout
+                )
+                for name in self.exchange_names
+            }
         except Exception as exc:
             self._set_failed(describe(exc))
             await _close_quietly(connection)
             raise BrokerUnavailable(self.last_error) from exc
-        self._connection, self._channel, self._exchange = connection, channel, exchange
+        self._connection, self._channel, self._exchange = connection, channel, exchanges[self.exchange_name]
+        self._exchanges = exchanges
         # The robust connection reopens the channel and redeclares the exchange by itself after
         # an outage; this hears about it, so the state is right even before the next publish.
         connection.reconnect_callbacks.add(self._on_reconnect)
         connection.close_callbacks.add(self._on_connection_lost)
         self._set_ok()
-        log.info("events_broker_connected", exchange=self.exchange_name)
+        log.info("events_broker_connected", exchange=self.exchange_name, exchanges=list(self.exchange_names))
 
     async def publish(self, event: OutgoingEvent) -> None:
         """Publish one event and wait for the broker's confirm (bound it with `asyncio.timeout`)."""
         if self._exchange is None:
             raise BrokerUnavailable("not connected")
+        exchange = self._exchanges.get(event.exchange) if event.exchange else self._exchange
+        if exchange is None:
+            raise PublishRejected(f"exchange {event.exchange!r} is not declared by this broker")
         message = build_message(event, app_id=self.app_id)
         try:
             # No per-message timeout here: a timer per message costs more CPU than the publish
             # itself; the caller bounds a whole batch of confirms with one timeout instead.
-            await self._exchange.publish(message, routing_key=event.name, mandatory=True)
+            await exchange.publish(message, routing_key=event.name, mandatory=True)
         except PublishError as exc:  # returned: no queue is bound for this routing key
             raise PublishRejected(f"unroutable: {_reply_text(exc)}") from exc
         except DeliveryError as exc:  # nacked by the broker
@@ -223,6 +239,7 @@ class EventBroker:
 
     async def close(self) -> None:
         connection, self._connection, self._channel, self._exchange = self._connection, None, None, None
+        self._exchanges = {}
         if connection is not None:
             await _close_quietly(connection)
 

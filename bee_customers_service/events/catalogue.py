@@ -11,10 +11,18 @@ event carries reads this module instead of keeping its own list:
 - the audit whitelist (`committed.AUDIT_FIELDS`) is `audit_fields()` of each class (fields marked
   `AUDIT`, plus `event_id`), so a new field never reaches the audit log unless it is marked;
 - the business counters moved by a committed event are the classes' `counter`;
-- the published-event tables of docs/events.md are `render_markdown()` (tests/events/test_catalogue.py
-  fails when they differ; regenerate with `python -m bee_customers_service.events.catalogue --write docs/events.md`);
+- the published-event tables of docs/events.md are `render_markdown()`
+  (tests/events/test_catalogue.py fails when they differ; regenerate with
+  `python -m bee_customers_service.events.catalogue --write docs/events.md`);
 - fields marked `PERSONAL` (`personal_fields()`) are personal data: never in the audit record, and
-  what an erasure has to scrub.
+  what an erasure has to scrub;
+- the audit records (`AuditRecord`, routing keys `v1.audit.customer.<action>`) are catalogue
+  classes too: one per action on a customer, published to `BEE_AUDIT_EXCHANGE` for bee_log_service
+  (`exchange_setting`), written with `events/audit.record` in the transaction of the change. Their
+  personal fields (IP, User-Agent, old and new values, note text, labels, URLs) are marked like any
+  event's; they print no stdout audit line (`committed.AUDIT_FIELDS` covers `EVENTS` only).
+
+The building blocks (field marks, `FieldSpec`, the envelope, introspection) are in events/fields.py.
 
 The body of an event is flat: the envelope `outbox.build_event` adds (event, event_id, occurred_at,
 business_id, trace_id, request_id), then `customer_id`, then the event's own fields in the order
@@ -23,79 +31,48 @@ is sent as null; `phone=NOT_SENT` is not sent at all).
 """
 
 import dataclasses
-import enum
 import sys
-import types
 import uuid
-from collections.abc import Iterator
 from datetime import datetime
-from functools import cache
-from pathlib import Path
-from typing import Annotated, Any, ClassVar, Self, Union, cast, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, ClassVar, Self
 
 from prometheus_client import Counter
-from pydantic import TypeAdapter
 
+from bee_customers_service.core.context import client_ip_var, user_agent_var
 from bee_customers_service.core.metrics import CUSTOMERS_CREATED, NOTES_CREATED, TAGGED_CUSTOMERS
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Marker:
-    """A mark on a field, in its `Annotated[...]` metadata."""
-
-    name: str
-
-    def __repr__(self) -> str:
-        return self.name
-
-
-PERSONAL = Marker("PERSONAL")
-"""Personal data about the customer: never in the audit record, scrubbed by an erasure."""
-AUDIT = Marker("AUDIT")
-"""Goes into the audit record of the event (the audit log is a whitelist: unmarked fields never do)."""
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Meaning:
-    """What a field means, for the generated documentation: `Annotated[str, Meaning("...")]`."""
-
-    text: str
-
-
-class NotSent(enum.Enum):
-    NOT_SENT = "NOT_SENT"
-
-    def __repr__(self) -> str:
-        return "NOT_SENT"
-
-
-NOT_SENT = NotSent.NOT_SENT
-"""The default of an optional field: the field is left out of the body (unlike None, sent as null)."""
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class FieldSpec:
-    """One field of an event as the catalogue describes it (for docs, audit, erasure, AsyncAPI)."""
-
-    name: str
-    type: Any  # the field's type without `Annotated` and without `NotSent`, e.g. `str | None`
-    personal: bool = False
-    audit: bool = False
-    optional: bool = False  # may be absent from the body (its default is NOT_SENT)
-    meaning: str = ""
-
-
-# The envelope `outbox.build_event` puts on every event, ahead of the event's fields. Only
-# `event_id` and `business_id` go to the audit record (with `customer_id`, a field of every event).
-ENVELOPE: tuple[FieldSpec, ...] = (
-    FieldSpec("event", str, meaning="the routing key, e.g. `v1.customer.created`"),
-    FieldSpec("event_id", uuid.UUID, audit=True, meaning="unique per event: consumers deduplicate on it"),
-    FieldSpec("occurred_at", datetime, meaning="when the change was made (UTC)"),
-    FieldSpec("business_id", uuid.UUID, audit=True, meaning="the business the customer belongs to"),
-    FieldSpec("trace_id", str, meaning="the request's `X-Trace-Id` (generated when absent)"),
-    FieldSpec("request_id", str, meaning="the request's `X-Request-Id` (generated when absent)"),
+from bee_customers_service.core.security import Principal
+from bee_customers_service.core.types import sanitize_header_text
+from bee_customers_service.events import catalogue_docs
+from bee_customers_service.events.catalogue_docs import BEGIN_MARKER, END_MARKER, REGENERATE, generated_section
+from bee_customers_service.events.fields import (
+    AUDIT,
+    ENVELOPE,
+    ENVELOPE_AUDIT_FIELDS,
+    NOT_SENT,
+    PERSONAL,
+    FieldSpec,
+    Marker,
+    Meaning,
+    NotSent,
+    adapter,
+    field_specs_of,
+    own_audit_fields,
 )
-ENVELOPE_AUDIT_FIELDS = ("event_id",)  # business_id is audited as a field of the event
+
+__all__ = [
+    "AUDIT",
+    "BEGIN_MARKER",
+    "END_MARKER",
+    "ENVELOPE",
+    "NOT_SENT",
+    "PERSONAL",
+    "REGENERATE",
+    "FieldSpec",
+    "Marker",
+    "Meaning",
+    "NotSent",
+    "generated_section",
+]
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -105,6 +82,8 @@ class CustomerEvent:
     name: ClassVar[str]
     # The business counter a committed event of this kind moves (core/metrics.py), if any.
     counter: ClassVar[Counter | None] = None
+    # The setting naming the exchange the relay publishes it to (core/config.py).
+    exchange_setting: ClassVar[str] = "events_exchange"
 
     customer_id: Annotated[uuid.UUID, AUDIT, Meaning("the customer profile")]
     business_id: Annotated[uuid.UUID, AUDIT, Meaning("the business the customer belongs to")]
@@ -112,7 +91,7 @@ class CustomerEvent:
     @classmethod
     def field_specs(cls) -> tuple[FieldSpec, ...]:
         """The event's fields in body order (`customer_id` first; `business_id` is in the envelope)."""
-        return _field_specs(cls)
+        return field_specs_of(cls)
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
@@ -126,7 +105,7 @@ class CustomerEvent:
     @classmethod
     def audit_fields(cls) -> tuple[str, ...]:
         """The keys of the body the audit record keeps: event_id, customer_id, business_id, then the event's."""
-        return (*ENVELOPE_AUDIT_FIELDS, "customer_id", "business_id", *_own_audit_fields(cls))
+        return (*ENVELOPE_AUDIT_FIELDS, "customer_id", "business_id", *own_audit_fields(cls))
 
     def fields(self) -> dict[str, Any]:
         """The body's fields after the envelope (Python values; `build_event` makes them JSON)."""
@@ -143,7 +122,7 @@ class CustomerEvent:
         if body.get("event") != cls.name:
             raise ValueError(f"a {body.get('event')!r} body is not a {cls.name}")
         values = {
-            spec.name: _adapter(spec.type).validate_python(body[spec.name])
+            spec.name: adapter(spec.type).validate_python(body[spec.name])
             for spec in (*cls.field_specs(), _BUSINESS_ID)
             if spec.name in body
         }
@@ -180,8 +159,8 @@ class CustomerUpdated(CustomerEvent):
 class CustomerAvatarUpdated(CustomerEvent):
     name = "v1.customer.avatar_updated"
 
-    old_avatar_url: Annotated[str | None, AUDIT, Meaning("the avatar before (null: none)")]
-    new_avatar_url: Annotated[str | None, AUDIT, Meaning("the avatar now (null: removed)")]
+    old_avatar_url: Annotated[str | None, PERSONAL, Meaning("the avatar before (null: none)")]
+    new_avatar_url: Annotated[str | None, PERSONAL, Meaning("the avatar now (null: removed)")]
     updated_by: Annotated[uuid.UUID, AUDIT, Meaning("the user who made the change")]
     updated_at: Annotated[datetime, Meaning("when the profile was changed")]
 
@@ -191,7 +170,8 @@ class CustomerTagged(CustomerEvent):
     name = "v1.customer.tagged"
     counter = TAGGED_CUSTOMERS
 
-    tag: Annotated[str, AUDIT, Meaning("the label, as written")]
+    # Free text an admin writes about a person ("diabetic", "prefers Mondays"): personal data.
+    tag: Annotated[str, PERSONAL, Meaning("the label, as written")]
     tag_id: Annotated[uuid.UUID, AUDIT]
     color: Annotated[str | None, Meaning("`#RRGGBB`, upper case")]
     created_by: Annotated[uuid.UUID, AUDIT, Meaning("the admin who added the tag")]
@@ -202,7 +182,7 @@ class CustomerTagged(CustomerEvent):
 class CustomerUntagged(CustomerEvent):
     name = "v1.customer.untagged"
 
-    tag: Annotated[str, AUDIT, Meaning("the label, as written")]
+    tag: Annotated[str, PERSONAL, Meaning("the label, as written")]
     tag_id: Annotated[uuid.UUID, AUDIT]
     removed_by: Annotated[uuid.UUID, AUDIT, Meaning("the admin who removed the tag")]
 
@@ -236,150 +216,182 @@ EVENTS: tuple[type[CustomerEvent], ...] = (
     CustomerNoteAdded,
     CustomerDeleted,
 )
-CATALOGUE: dict[str, type[CustomerEvent]] = {event.name: event for event in EVENTS}
-assert len(CATALOGUE) == len(EVENTS), "two events share a routing key"
 
 
-# --- introspection -----------------------------------------------------------------------------
+# --- audit records (spec 5.3): every action, for bee_log_service, on BEE_AUDIT_EXCHANGE -----------
+
+AUDIT_PREFIX = "v1.audit."  # every audit record's routing key starts so (the relay orders per prefix)
 
 
-def _strip_not_sent(annotation: Any) -> tuple[Any, bool]:
-    """`str | NotSent | None` -> (`str | None`, True); any other type -> (itself, False)."""
-    if get_origin(annotation) not in (Union, types.UnionType):
-        return annotation, False
-    args = get_args(annotation)
-    if NotSent not in args:
-        return annotation, False
-    rest = tuple(arg for arg in args if arg is not NotSent)
-    stripped = rest[0]
-    for arg in rest[1:]:
-        stripped = stripped | arg
-    return stripped, True
+@dataclasses.dataclass(frozen=True, slots=True)
+class Actor:
+    """Who acted, as the verified token says."""
+
+    user_id: uuid.UUID
+    roles: tuple[str, ...]
+
+    @classmethod
+    def of(cls, principal: Principal | None) -> "Actor | None":
+        return None if principal is None else cls(user_id=principal.user_id, roles=tuple(sorted(principal.roles)))
 
 
-_SPECS: dict[type[CustomerEvent], tuple[FieldSpec, ...]] = {}
+@dataclasses.dataclass(frozen=True, slots=True)
+class Change:
+    """One changed field of a profile: its value before and after."""
+
+    old: Any
+    new: Any
 
 
-def _field_specs(cls: type[CustomerEvent]) -> tuple[FieldSpec, ...]:
-    if cls not in _SPECS:
-        _SPECS[cls] = _read_field_specs(cls)
-    return _SPECS[cls]
+def _client_ip() -> str | None:
+    return client_ip_var.get()
 
 
-def _read_field_specs(cls: type[CustomerEvent]) -> tuple[FieldSpec, ...]:
-    hints = get_type_hints(cls, include_extras=True)
-    specs = []
-    for field in dataclasses.fields(cls):
-        if field.name == "business_id":
-            continue  # in the envelope
-        annotation, metadata = hints[field.name], cast(tuple[Any, ...], ())
-        if get_origin(annotation) is Annotated:
-            annotation, *extras = get_args(annotation)
-            metadata = tuple(extras)
-        bare, optional = _strip_not_sent(annotation)
-        if optional != (field.default is NOT_SENT):
-            raise TypeError(f"{cls.__name__}.{field.name}: a NotSent field must default to NOT_SENT (and only it)")
-        spec = FieldSpec(
-            name=field.name,
-            type=bare,
-            personal=PERSONAL in metadata,
-            audit=AUDIT in metadata,
-            optional=optional,
-            meaning=" ".join(m.text for m in metadata if isinstance(m, Meaning)),
-        )
-        if spec.personal and spec.audit:
-            raise TypeError(f"{cls.__name__}.{field.name}: personal data cannot go into the audit record")
-        specs.append(spec)
-    return tuple(specs)
+def _user_agent() -> str | None:
+    # The client's raw text: cleaned where it is recorded (no NUL, controls, surrogates).
+    return sanitize_header_text(user_agent_var.get())
 
 
-def _own_audit_fields(cls: type[CustomerEvent]) -> Iterator[str]:
-    return (spec.name for spec in _field_specs(cls) if spec.audit and spec.name != "customer_id")
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class AuditRecord(CustomerEvent):
+    """One action on a customer, written in the transaction of the change (`events/audit.py`).
+
+    `client_ip` and `user_agent` default to the current request's (core/context.py).
+    """
+
+    exchange_setting = "audit_exchange"
+
+    actor: Annotated[Actor | None, Meaning("who acted (null: this service on its own, e.g. the activity consumer)")]
+    client_ip: Annotated[str | None, PERSONAL, Meaning("the caller's address")] = dataclasses.field(
+        default_factory=_client_ip
+    )
+    user_agent: Annotated[str | None, PERSONAL, Meaning("the caller's User-Agent, sanitised")] = dataclasses.field(
+        default_factory=_user_agent
+    )
 
 
-@cache
-def _adapter(annotation: Any) -> TypeAdapter[Any]:
-    return TypeAdapter(annotation)
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class AuditCustomerCreated(AuditRecord):
+    name = "v1.audit.customer.created"
+
+    user_id: Annotated[uuid.UUID, Meaning("the customer's user account")]
 
 
-# --- documentation -----------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class AuditCustomerUpdated(AuditRecord):
+    name = "v1.audit.customer.updated"
 
-BEGIN_MARKER = "<!-- catalogue:begin -->"
-END_MARKER = "<!-- catalogue:end -->"
-REGENERATE = "python -m bee_customers_service.events.catalogue --write docs/events.md"
-
-_JSON_TYPES: dict[Any, str] = {
-    str: "string",
-    uuid.UUID: "uuid",
-    datetime: "date-time",
-    type(None): "null",
-    list[str]: "array of string",
-}
+    fields_changed: Annotated[list[str], Meaning("the names of the changed fields, sorted")]
+    changes: Annotated[dict[str, Change], PERSONAL, Meaning("per changed field, its `old` and `new` value")]
 
 
-def type_name(annotation: Any) -> str:
-    """The JSON type of a field as the documentation names it (`string or null`, `uuid`, ...)."""
-    if get_origin(annotation) in (Union, types.UnionType):
-        return " or ".join(type_name(arg) for arg in get_args(annotation))
-    try:
-        return _JSON_TYPES[annotation]
-    except KeyError:
-        raise TypeError(f"no documented JSON type for {annotation!r}: add it to _JSON_TYPES") from None
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class AuditCustomerTagged(AuditRecord):
+    name = "v1.audit.customer.tagged"
+
+    tag_id: Annotated[uuid.UUID, Meaning("the tag")]
+    # Free text an admin writes about a person ("diabetic", "late payer"): personal data.
+    tag: Annotated[str, PERSONAL, Meaning("the label, as written")]
+    color: Annotated[str | None, Meaning("`#RRGGBB`, upper case")]
 
 
-def _table(specs: tuple[FieldSpec, ...]) -> list[str]:
-    lines = ["| Field | Type | Personal | Audit record | Meaning |", "| --- | --- | --- | --- | --- |"]
-    for spec in specs:
-        kind = type_name(spec.type) + (", may be absent" if spec.optional else "")
-        personal = "**yes**" if spec.personal else ""
-        audit = "yes" if spec.audit else ""
-        lines.append(f"| `{spec.name}` | {kind} | {personal} | {audit} | {spec.meaning} |")
-    return lines
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class AuditCustomerUntagged(AuditRecord):
+    name = "v1.audit.customer.untagged"
+
+    tag_id: Annotated[uuid.UUID, Meaning("the tag")]
+    tag: Annotated[str, PERSONAL, Meaning("the label, as written")]
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class AuditNoteAdded(AuditRecord):
+    name = "v1.audit.customer.note_added"
+
+    note_id: Annotated[uuid.UUID, Meaning("the note")]
+    content: Annotated[str, PERSONAL, Meaning("the note's text")]
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class AuditNoteDeleted(AuditRecord):
+    name = "v1.audit.customer.note_deleted"
+
+    note_id: Annotated[uuid.UUID, Meaning("the note")]
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class AuditAvatarUpdated(AuditRecord):
+    name = "v1.audit.customer.avatar_updated"
+
+    old_avatar_url: Annotated[str | None, PERSONAL, Meaning("the avatar before (null: none)")]
+    new_avatar_url: Annotated[str, PERSONAL, Meaning("the avatar now")]
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class AuditAvatarRemoved(AuditRecord):
+    name = "v1.audit.customer.avatar_removed"
+
+    old_avatar_url: Annotated[str | None, PERSONAL, Meaning("the avatar removed")]
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class AuditStatsRecomputed(AuditRecord):
+    name = "v1.audit.customer.stats_recomputed"
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class AuditCustomerExported(AuditRecord):
+    name = "v1.audit.customer.exported"
+
+    notes_included: Annotated[bool, Meaning("whether the document carried the internal notes")]
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class AuditCustomerErased(AuditRecord):
+    name = "v1.audit.customer.erased"
+
+    user_id: Annotated[uuid.UUID, Meaning("the customer's user account")]
+    gdpr_request_id: Annotated[uuid.UUID, Meaning("the erasure record (`gdpr_requests`)")]
+
+
+AUDIT_RECORDS: tuple[type[AuditRecord], ...] = (
+    AuditCustomerCreated,
+    AuditCustomerUpdated,
+    AuditCustomerTagged,
+    AuditCustomerUntagged,
+    AuditNoteAdded,
+    AuditNoteDeleted,
+    AuditAvatarUpdated,
+    AuditAvatarRemoved,
+    AuditStatsRecomputed,
+    AuditCustomerExported,
+    AuditCustomerErased,
+)
+CATALOGUE: dict[str, type[CustomerEvent]] = {event.name: event for event in (*EVENTS, *AUDIT_RECORDS)}
+assert len(CATALOGUE) == len(EVENTS) + len(AUDIT_RECORDS), "two events share a routing key"
+assert all(cls.name.startswith(AUDIT_PREFIX) == issubclass(cls, AuditRecord) for cls in CATALOGUE.values())
+
+
+def exchange_setting_of(event_name: str) -> str:
+    """The setting naming the exchange of an outbox row's event (by its prefix outside the catalogue)."""
+    cls = CATALOGUE.get(event_name)
+    if cls is not None:
+        return cls.exchange_setting
+    return AuditRecord.exchange_setting if event_name.startswith(AUDIT_PREFIX) else CustomerEvent.exchange_setting
+
+
+# --- documentation (events/catalogue_docs.py) ------------------------------------------------------
+
+_DOCUMENTED_TYPES = {Actor: "object `{user_id, roles}`", dict[str, Change]: "object: field name -> `{old, new}`"}
 
 
 def render_markdown() -> str:
     """The generated part of docs/events.md, markers included (see REGENERATE)."""
-    lines = [
-        BEGIN_MARKER,
-        f"<!-- Generated from bee_customers_service/events/catalogue.py: do not edit; run `{REGENERATE}`. -->",
-        "",
-        "### Every event: the envelope",
-        "",
-        "Every body is one flat JSON object: these fields, then `customer_id`, then the event's own.",
-        "",
-        *_table(ENVELOPE),
-    ]
-    for event in EVENTS:
-        lines += ["", f"### `{event.name}`", "", *_table(event.field_specs())]
-        if event.counter is not None:
-            lines += ["", f"Once committed, it counts in `{next(iter(event.counter.describe())).name}_total`."]
-    lines += ["", END_MARKER]
-    return "\n".join(lines) + "\n"
-
-
-def replace_generated_section(document: str) -> str:
-    """The document with its generated section replaced by `render_markdown()`."""
-    start, end = document.index(BEGIN_MARKER), document.index(END_MARKER) + len(END_MARKER)
-    return document[:start] + render_markdown().rstrip("\n") + document[end:]
-
-
-def generated_section(document: str) -> str:
-    """The generated section of a document as it stands, markers included."""
-    start, end = document.index(BEGIN_MARKER), document.index(END_MARKER) + len(END_MARKER)
-    return document[start:end] + "\n"
+    return catalogue_docs.render_markdown(EVENTS, AUDIT_RECORDS, AuditRecord, _DOCUMENTED_TYPES)
 
 
 def main(argv: list[str]) -> int:
     """`python -m bee_customers_service.events.catalogue` prints the section; `--write FILE` updates FILE."""
-    if not argv:
-        sys.stdout.write(render_markdown())
-        return 0
-    if len(argv) == 2 and argv[0] == "--write":
-        path = Path(argv[1])
-        path.write_text(replace_generated_section(path.read_text(encoding="utf-8")), encoding="utf-8")
-        return 0
-    sys.stderr.write(f"usage: {REGENERATE.rsplit(' --', 1)[0]} [--write docs/events.md]\n")
-    return 2
+    return catalogue_docs.main(argv, render_markdown())
 
 
 if __name__ == "__main__":

@@ -12,9 +12,7 @@ from prometheus_client import Counter
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from bee_customers_service.core.context import client_ip_var, user_agent_var
-from bee_customers_service.core.types import sanitize_header_text
-from bee_customers_service.events.catalogue import CATALOGUE, CustomerCreated
+from bee_customers_service.events.catalogue import AUDIT_PREFIX, CATALOGUE, EVENTS
 
 PENDING_EVENTS_KEY = "bee_pending_events"
 
@@ -22,9 +20,11 @@ audit_log = structlog.get_logger("bee_customers_service.audit")
 
 # The fields of each event that may go into the audit log (spec 5.3): those the catalogue marks
 # AUDIT. A whitelist, so emails, phones, names and note contents never reach the logs, whatever an
-# event carries. An event outside the catalogue is recorded by its ids only.
+# event carries. An event outside the catalogue is recorded by its ids only. The client's IP and
+# User-Agent are personal data: they travel in the audit records (`v1.audit.customer.*`, published
+# for bee_log_service), which print no line here, so an action logs one line, that of its event.
 _COMMON = ("event_id", "customer_id", "business_id")
-AUDIT_FIELDS: dict[str, tuple[str, ...]] = {name: cls.audit_fields() for name, cls in CATALOGUE.items()}
+AUDIT_FIELDS: dict[str, tuple[str, ...]] = {cls.name: cls.audit_fields() for cls in EVENTS}
 # Which committed event moves which business counter.
 COUNTER_BY_EVENT: dict[str, Counter] = {name: cls.counter for name, cls in CATALOGUE.items() if cls.counter is not None}
 
@@ -45,11 +45,8 @@ def _after_commit(session: Session) -> None:
         counter = COUNTER_BY_EVENT.get(body["event"])
         if counter is not None:
             counter.inc()
-        extra: dict[str, Any] = {}
-        if body["event"] == CustomerCreated.name:
-            # The User-Agent is the client's raw text: cleaned where it is recorded (no NUL, controls, surrogates).
-            extra = {"client_ip": client_ip_var.get(), "user_agent": sanitize_header_text(user_agent_var.get())}
-        audit_log.info("audit", audit_event=body["event"], **audit_fields(body), **extra)
+        if not body["event"].startswith(AUDIT_PREFIX):
+            audit_log.info("audit", audit_event=body["event"], **audit_fields(body))
 
 
 @event.listens_for(Session, "after_rollback")

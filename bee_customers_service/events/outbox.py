@@ -21,7 +21,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from bee_customers_service.core.context import current_request_id, current_trace_id
 from bee_customers_service.core.db import Base
 from bee_customers_service.events import committed
-from bee_customers_service.events.catalogue import CustomerEvent
+from bee_customers_service.events.catalogue import AUDIT_PREFIX, CustomerEvent
 
 # The channel the relay LISTENs on. An AFTER INSERT trigger on `outbox` (migration
 # 0008_outbox_notify_trigger) notifies it; NOTIFY inside a transaction is delivered at commit.
@@ -118,8 +118,11 @@ async def enqueue(
 
 # --- the relay's statements on the outbox (events/relay.py) and the backlog for /readyz ----------
 
-# Pending rows in outbox order, except those of a customer whose earlier row is waiting for a
-# retry (a failed row is never overtaken by a later row of the same customer).
+# Pending rows in outbox order, except those of a customer whose earlier row of the same stream is
+# waiting for a retry (a failed row is never overtaken by a later row of the same customer on the
+# same exchange). The streams are the two exchanges, told apart by the routing key ($3 is
+# `catalogue.AUDIT_PREFIX`): a refused audit record (bee_log_service not bound yet) never holds
+# back the customer's events, nor the reverse.
 CLAIM_SQL = """
 SELECT o.id, o.event_id::text AS event_id, o.event_name, o.customer_id, o.created_at,
        o.payload::text AS body, o.payload->>'trace_id' AS trace_id, o.payload->>'request_id' AS request_id
@@ -132,6 +135,7 @@ WHERE o.published_at IS NULL
         AND earlier.published_at IS NULL
         AND earlier.id < o.id
         AND earlier.available_at > now()
+        AND starts_with(earlier.event_name, $3) = starts_with(o.event_name, $3)
   )
   AND o.id <> ALL($2::bigint[])
 ORDER BY o.id
@@ -191,7 +195,7 @@ _NO_IDS: list[int] = []
 
 async def claim_pending(connection: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
     """The next `limit` rows to publish, in outbox order (see CLAIM_SQL)."""
-    rows: list[asyncpg.Record] = await connection.fetch(CLAIM_SQL, limit, _NO_IDS)
+    rows: list[asyncpg.Record] = await connection.fetch(CLAIM_SQL, limit, _NO_IDS, AUDIT_PREFIX)
     return rows
 
 

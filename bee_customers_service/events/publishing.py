@@ -1,8 +1,13 @@
 """The leading relay's broker side: one EventBroker, the batches published through it, its backoff.
 
-A batch is published one chain per customer (each row after the previous one's confirm), chains
-concurrently, and each row is marked published as its confirm arrives (ConfirmedMarks). A
-customer whose row failed is held back by the claim (events/outbox.py CLAIM_SQL) until it goes out.
+A batch is published one chain per customer and exchange (each row after the previous one's
+confirm), chains concurrently, and each row is marked published as its confirm arrives
+(ConfirmedMarks). A customer whose row failed is held back on that exchange by the claim
+(events/outbox.py CLAIM_SQL) until it goes out.
+
+Each row goes to the exchange its event's catalogue class names (`exchange_setting`): the events to
+`BEE_EVENTS_EXCHANGE`, the audit records (`v1.audit.*`) to `BEE_AUDIT_EXCHANGE`; both are declared
+when the broker connects.
 """
 
 import asyncio
@@ -19,6 +24,7 @@ from bee_customers_service.core.config import Settings
 from bee_customers_service.core.metrics import EVENTS_PUBLISHED
 from bee_customers_service.events import outbox
 from bee_customers_service.events.broker import BrokerUnavailable, EventBroker, OutgoingEvent, PublishRejected
+from bee_customers_service.events.catalogue import exchange_setting_of
 from bee_customers_service.events.readiness import DOWN_AFTER_SECONDS
 
 log = structlog.get_logger(__name__)
@@ -107,7 +113,13 @@ class ConfirmedMarks:
             await asyncio.gather(task, return_exceptions=True)
 
 
-def outgoing(row: asyncpg.Record) -> OutgoingEvent:
+def exchange_for(settings: Settings, event_name: str) -> str:
+    """The exchange an event is published to: the setting its catalogue class names."""
+    name: str = getattr(settings, exchange_setting_of(event_name))
+    return name
+
+
+def outgoing(row: asyncpg.Record, settings: Settings) -> OutgoingEvent:
     """A claimed outbox row as the broker publishes it."""
     return OutgoingEvent(
         event_id=row["event_id"],
@@ -116,6 +128,7 @@ def outgoing(row: asyncpg.Record) -> OutgoingEvent:
         trace_id=row["trace_id"],
         request_id=row["request_id"],
         occurred_at=row["created_at"],
+        exchange=exchange_for(settings, row["event_name"]),
     )
 
 
@@ -136,6 +149,7 @@ class RelayPublisher:
             self.broker = EventBroker(
                 self.settings.rabbitmq_url,
                 self.settings.events_exchange,
+                other_exchanges=[self.settings.audit_exchange],
                 app_id=self.settings.service_name,
                 reconnect_interval=min(BROKER_RECONNECT_SECONDS, self.settings.relay_max_backoff_seconds),
                 down_after_seconds=DOWN_AFTER_SECONDS,
@@ -215,16 +229,18 @@ class RelayPublisher:
         halted: Callable[[], bool],
     ) -> None:
         # At most PUBLISH_WINDOW chains in flight, so few messages are unconfirmed when the relay dies.
+        # One chain per customer and exchange (the claim holds a customer back per exchange too).
         chains: dict[Any, list[asyncpg.Record]] = {}
         for row in rows:
-            chains.setdefault(row["customer_id"] or row["id"], []).append(row)
+            exchange = exchange_for(self.settings, row["event_name"])
+            chains.setdefault((exchange, row["customer_id"] or row["id"]), []).append(row)
 
         async def publish_chain(chain: list[asyncpg.Record]) -> None:
             for row in chain:
                 if marks.failed or halted():
                     return
                 try:
-                    await broker.publish(outgoing(row))
+                    await broker.publish(outgoing(row, self.settings))
                 except PublishRejected as exc:
                     outcome.rejected.append((row["id"], str(exc)))
                     return

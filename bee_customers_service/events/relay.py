@@ -11,6 +11,9 @@
   `relay_poll_seconds` catches a lost notification.
 - Order and delivery: see events/publishing.py. A row is marked published only after its
   confirm, so a crash republishes only unmarked rows (consumers dedupe on `event_id`).
+- Exchanges: a row goes where its catalogue class says (`exchange_setting`): events to
+  `events_exchange`, audit records (`v1.audit.*`) to `audit_exchange`. Order is kept per customer
+  on each exchange; a refused row holds back only that customer's later rows on its exchange.
 - Failures: a refused message (unroutable, nacked) is retried with a per-row backoff
   (`available_at`); an unreachable broker pauses the whole relay with backoff, cut short as soon
   as the broker is back. Both record `attempts` and `last_error`, capped at

@@ -31,9 +31,13 @@ class GdprRequest(Base):
     status: Mapped[str] = mapped_column(String(30), nullable=False)
     # Row counts per table, e.g. {"customers": 1, "customer_notes": 3}.
     erased: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
-    # sha256 of each erased (lower-case) email: recognises a later re-import, reveals nothing.
-    email_sha256: Mapped[list[str]] = mapped_column(ARRAY(String(64)), nullable=False)
+    # HMAC-SHA256 (BEE_GDPR_FINGERPRINT_KEY) of each erased normalised email: recognises a later
+    # re-import (`service.erasures_of_email`), and without the key tells nothing (migration 0012).
+    email_fingerprints: Mapped[list[str]] = mapped_column(ARRAY(String(64)), nullable=False)
     # Storage keys still to delete (content hashes under ids, no personal data).
     pending_objects: Mapped[list[str]] = mapped_column(ARRAY(String(300)), nullable=False)
 
-    __table_args__ = (Index("ix_gdpr_requests_subject_user_id", "subject_user_id"),)
+    __table_args__ = (
+        Index("ix_gdpr_requests_subject_user_id", "subject_user_id"),
+        Index("ix_gdpr_requests_email_fingerprints", "email_fingerprints", postgresql_using="gin"),
+    )

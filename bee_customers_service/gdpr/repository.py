@@ -4,12 +4,15 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Table, delete, func, select
+from sqlalchemy import CursorResult, Table, bindparam, delete, func, select, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bee_customers_service.activity.models import CustomerActivity, CustomerHistory
+from bee_customers_service.events.catalogue import AUDIT_PREFIX
 from bee_customers_service.events.outbox import OutboxEvent
 from bee_customers_service.gdpr.models import GdprRequest
+from bee_customers_service.gdpr.redaction import REDACTED, redacted_body
 from bee_customers_service.notes.models import CustomerNote
 from bee_customers_service.tags.models import CustomerTag
 
@@ -26,10 +29,14 @@ async def rows_of(session: AsyncSession, table: Table, customer_id: uuid.UUID) -
 
 
 async def events_about(session: AsyncSession, customer_id: uuid.UUID) -> list[dict[str, Any]]:
-    """The event bodies this service published (or will publish) about the customer."""
+    """The event bodies this service published (or will publish) about the customer.
+
+    Not the audit records (`v1.audit.*`): they are the business's log of who acted, with the staff's
+    addresses and browsers, not data about the customer.
+    """
     statement = (
         select(OutboxEvent.payload, OutboxEvent.published_at)
-        .where(OutboxEvent.customer_id == customer_id)
+        .where(OutboxEvent.customer_id == customer_id, OutboxEvent.event_name.not_like(f"{AUDIT_PREFIX}%"))
         .order_by(OutboxEvent.id)
     )
     return [{"event": row.payload, "published_at": row.published_at} for row in await session.execute(statement)]
@@ -38,18 +45,77 @@ async def events_about(session: AsyncSession, customer_id: uuid.UUID) -> list[di
 async def erase_rows(session: AsyncSession, customer_ids: list[uuid.UUID]) -> dict[str, int]:
     """Delete every row these customers own (the profiles go through customers/); rows lost per table.
 
-    Published outbox rows about them go too (they may carry names and emails); rows not yet
-    published stay until the relay has sent them, then the retention purge removes them.
+    Their outbox rows are dealt with too (`scrub_outbox`): published ones are deleted, pending ones
+    redacted. `outbox_redacted` counts the latter.
     """
     counts: dict[str, int] = {}
     for table in CUSTOMER_OWNED_TABLES:
         result = await session.execute(delete(table).where(table.c.customer_id.in_(customer_ids)))
         counts[table.name] = cast(CursorResult[Any], result).rowcount
-    published = await session.execute(
-        delete(OutboxEvent).where(OutboxEvent.customer_id.in_(customer_ids), OutboxEvent.published_at.is_not(None))
-    )
-    counts["outbox"] = cast(CursorResult[Any], published).rowcount
+    counts["outbox"], counts["outbox_redacted"] = await scrub_outbox(session, customer_ids)
     return counts
+
+
+_OUTBOX = cast(Table, OutboxEvent.__table__)
+_REDACT = (
+    update(_OUTBOX)
+    .where(_OUTBOX.c.id == bindparam("row_id"))
+    .values(payload=bindparam("redacted_payload", type_=JSONB))
+)
+
+
+async def scrub_outbox(session: AsyncSession, customer_ids: list[uuid.UUID]) -> tuple[int, int]:
+    """Leave no personal value in these customers' outbox rows; returns (deleted, redacted).
+
+    Published rows are deleted: they were delivered, and they may carry names and emails. Rows not
+    yet published are redacted, not dropped (`gdpr/redaction.py`): consumers keep a coherent
+    stream, and the `v1.customer.deleted` written after this in the same transaction follows them.
+
+    The rows are locked first (FOR UPDATE, in id order), so "published or not" cannot change under
+    this transaction. The relay (events/relay.py) claims with a plain SELECT, not a lock, and marks
+    a row published only after the broker confirmed it (`MARK_PUBLISHED_SQL`, `published_at IS
+    NULL`). So, for a row the relay is handling while an erasure runs:
+
+    - marked before the lock: seen as published here, deleted;
+    - claimed before the lock, marked after: the relay's UPDATE waits for this transaction, then
+      marks the row, whose stored body is the redacted one. The broker received the old body, as
+      it would have a moment earlier; the database keeps only the redacted body, published, until
+      the retention purge (`BEE_OUTBOX_RETENTION_HOURS`) deletes it. Consumers see that event, then
+      `v1.customer.deleted` (a later row: the relay publishes in outbox order), and erase;
+    - claimed after this commit: published redacted.
+
+    Either way nothing personal stays in the database. Should the relay's mark and this lock
+    deadlock (a mark spanning rows of the customer in another order), PostgreSQL aborts one: a lost
+    mark republishes the row, redacted, under the same event_id (consumers deduplicate); a failed
+    erasure changes nothing and can be asked again.
+    """
+    statement = (
+        select(_OUTBOX.c.id, _OUTBOX.c.payload, _OUTBOX.c.published_at)
+        .where(_OUTBOX.c.customer_id.in_(customer_ids))
+        .order_by(_OUTBOX.c.id)
+        .with_for_update()
+    )
+    rows = (await session.execute(statement)).all()
+    published = [row.id for row in rows if row.published_at is not None]
+    pending = [
+        {"row_id": row.id, "redacted_payload": redacted_body(row.payload)}
+        for row in rows
+        if row.published_at is None and not row.payload.get(REDACTED)
+    ]
+    if published:
+        await session.execute(delete(_OUTBOX).where(_OUTBOX.c.id.in_(published)))
+    if pending:
+        await session.execute(_REDACT, pending)
+    return len(published), len(pending)
+
+
+async def requests_with_fingerprint(session: AsyncSession, fingerprint: str) -> Sequence[GdprRequest]:
+    statement = (
+        select(GdprRequest)
+        .where(GdprRequest.email_fingerprints.contains([fingerprint]))
+        .order_by(GdprRequest.requested_at)
+    )
+    return (await session.execute(statement)).scalars().all()
 
 
 async def get_request(session: AsyncSession, request_id: uuid.UUID) -> GdprRequest | None:

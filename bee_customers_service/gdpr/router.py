@@ -7,7 +7,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from bee_customers_service.core.dependencies import DatabaseDep, ReadSessionDep, SettingsDep
+from bee_customers_service.core.dependencies import DatabaseDep, ReadSessionDep, SessionDep, SettingsDep
 from bee_customers_service.core.openapi import problems
 from bee_customers_service.core.responses import json_response
 from bee_customers_service.core.security import CustomerOrAdminCaller, SelfOrService
@@ -42,19 +42,27 @@ def _erased(record_id: uuid.UUID) -> Response:
     summary="Export everything held about a customer",
 )
 async def export_customer(
-    customer: SelfOrAdminRead, session: ReadSessionDep, settings: SettingsDep, principal: CustomerOrAdminCaller
-) -> Response:
+    customer: SelfOrAdminRead, session: SessionDep, settings: SettingsDep, principal: CustomerOrAdminCaller
+) -> Response:  # SessionDep: the export writes its audit record
     document = await service.export_customer(session, customer=customer, principal=principal, settings=settings)
     return _attachment(document, f"customer-{customer.id}.json")
 
 
 @router.delete("/customers/{customer_id}", status_code=204, responses=problems(404), summary="Erase a customer (GDPR)")
 async def erase_customer(
-    request: Request, customer: SelfOrAdminRead, database: DatabaseDep, principal: CustomerOrAdminCaller
+    request: Request,
+    customer: SelfOrAdminRead,
+    database: DatabaseDep,
+    settings: SettingsDep,
+    principal: CustomerOrAdminCaller,
 ) -> Response:
     # Its own transactions (the erasure, then the stored objects): a sessionmaker, not a request session.
     record = await service.erase_customer(
-        database.sessionmaker, customer=customer, actor=principal, storage=request.app.state.avatar_storage
+        database.sessionmaker,
+        customer=customer,
+        actor=principal,
+        storage=request.app.state.avatar_storage,
+        settings=settings,
     )
     return _erased(record.id)
 
@@ -65,17 +73,23 @@ async def erase_customer(
     summary="Export a user's profiles in every business",
 )
 async def export_user(
-    user_id: uuid.UUID, session: ReadSessionDep, settings: SettingsDep, principal: SelfOrService
-) -> Response:
+    user_id: uuid.UUID, session: SessionDep, settings: SettingsDep, principal: SelfOrService
+) -> Response:  # SessionDep: the export writes an audit record per profile
     document = await service.export_user(session, user_id=user_id, principal=principal, settings=settings)
     return _attachment(document, f"user-{user_id}.json")
 
 
 @router.delete("/users/{user_id}", status_code=204, summary="Erase a user's profiles in every business")
-async def erase_user(request: Request, user_id: uuid.UUID, database: DatabaseDep, principal: SelfOrService) -> Response:
+async def erase_user(
+    request: Request, user_id: uuid.UUID, database: DatabaseDep, settings: SettingsDep, principal: SelfOrService
+) -> Response:
     # Its own transactions (the erasure, then the stored objects): a sessionmaker, not a request session.
     record = await service.erase_user(
-        database.sessionmaker, user_id=user_id, actor=principal, storage=request.app.state.avatar_storage
+        database.sessionmaker,
+        user_id=user_id,
+        actor=principal,
+        storage=request.app.state.avatar_storage,
+        settings=settings,
     )
     return _erased(record.id) if record is not None else Response(status_code=204)
 

@@ -21,5 +21,6 @@ class GdprRequestView(OutputModel):
     completed_at: datetime | None
     status: str
     erased: dict[str, int]
-    email_sha256: list[str]
+    # Keyed (HMAC-SHA256 under BEE_GDPR_FINGERPRINT_KEY): cannot be matched with an email list.
+    email_fingerprints: list[str]
     pending_objects: list[str]

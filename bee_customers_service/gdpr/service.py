@@ -1,6 +1,7 @@
 """GDPR: export everything held about a customer, erase it, and keep a record without personal data."""
 
 import hashlib
+import hmac
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -35,9 +36,23 @@ class GdprRequestNotFound(NotFound):
     type_slug, title = "gdpr-request-not-found", "GDPR request not found"
 
 
-def email_fingerprint(email: str) -> str:
-    """sha256 of the normalised email: recognises a re-imported person without storing the email."""
-    return hashlib.sha256(email.strip().lower().encode()).hexdigest()
+def email_fingerprint(email: str, settings: Settings) -> str:
+    """HMAC-SHA256 of the normalised email under `BEE_GDPR_FINGERPRINT_KEY` (hex).
+
+    Recognises a re-imported person without storing the email. Keyed, so that a list of emails
+    cannot be tested against the records by whoever reads them: a bare hash of the email would
+    tell anyone with the list who was a customer.
+    """
+    key = settings.gdpr_fingerprint_key.get_secret_value().encode()
+    return hmac.new(key, email.strip().lower().encode(), hashlib.sha256).hexdigest()
+
+
+async def erasures_of_email(session: AsyncSession, email: str, settings: Settings) -> Sequence[GdprRequest]:
+    """The erasure records of this email (any case, surrounding spaces ignored), oldest first.
+
+    Only records fingerprinted with the current key match (README, "GDPR": rotating the key).
+    """
+    return await repository.requests_with_fingerprint(session, email_fingerprint(email, settings))
 
 
 def _notes_visible(principal: Principal, customer: Customer, settings: Settings) -> bool:
@@ -83,6 +98,13 @@ async def export_customer(
         business_id=str(customer.business_id),
         requested_by=str(principal.user_id),
     )
+    exported = catalogue.AuditCustomerExported(
+        customer_id=customer.id,
+        business_id=customer.business_id,
+        actor=catalogue.Actor.of(principal),
+        notes_included=notes_visible,
+    )
+    await outbox.enqueue_event(session, exported)  # the audit trail (events/audit.py), in the request's transaction
     return to_jsonable_python(document)
 
 
@@ -108,6 +130,7 @@ async def _erase(
     subject_user_id: uuid.UUID,
     actor: Principal,
     storage: AvatarStorage,
+    settings: Settings,
 ) -> GdprRequest:
     """Erase these (locked) customers' rows and record it, with their deleted events, in the caller's transaction."""
     customer_ids = [customer.id for customer in customers]
@@ -126,7 +149,7 @@ async def _erase(
         status=STATUS_PENDING_OBJECTS if pending_objects else STATUS_COMPLETED,
         completed_at=None if pending_objects else datetime.now(UTC),
         erased=counts,
-        email_sha256=sorted({email_fingerprint(customer.email) for customer in customers}),
+        email_fingerprints=sorted({email_fingerprint(customer.email, settings) for customer in customers}),
         pending_objects=pending_objects,
     )
     session.add(record)
@@ -139,6 +162,15 @@ async def _erase(
             deleted_at=datetime.now(UTC),
         )
         await outbox.enqueue_event(session, event)
+    for customer in customers:  # the audit trail (events/audit.py), after the deletions it records
+        erased = catalogue.AuditCustomerErased(
+            customer_id=customer.id,
+            business_id=customer.business_id,
+            actor=catalogue.Actor.of(actor),
+            user_id=customer.user_id,
+            gdpr_request_id=record.id,
+        )
+        await outbox.enqueue_event(session, erased)
     await session.flush()
     return record
 
@@ -151,6 +183,7 @@ async def _erase_then_clean_up(
     subject_user_id: uuid.UUID,
     actor: Principal,
     storage: AvatarStorage,
+    settings: Settings,
 ) -> GdprRequest | None:
     """Two transactions: the erasure commits first, stored avatar objects are deleted after it.
 
@@ -164,7 +197,13 @@ async def _erase_then_clean_up(
         if not customers:
             return None
         record = await _erase(
-            session, customers=customers, scope=scope, subject_user_id=subject_user_id, actor=actor, storage=storage
+            session,
+            customers=customers,
+            scope=scope,
+            subject_user_id=subject_user_id,
+            actor=actor,
+            storage=storage,
+            settings=settings,
         )
         await session.commit()
     if record.pending_objects:
@@ -184,7 +223,12 @@ async def _erase_then_clean_up(
 
 
 async def erase_customer(
-    sessionmaker: async_sessionmaker[AsyncSession], *, customer: Customer, actor: Principal, storage: AvatarStorage
+    sessionmaker: async_sessionmaker[AsyncSession],
+    *,
+    customer: Customer,
+    actor: Principal,
+    storage: AvatarStorage,
+    settings: Settings,
 ) -> GdprRequest:
     """Erase one profile (GDPR); 404 when it went meanwhile."""
     record = await _erase_then_clean_up(
@@ -194,6 +238,7 @@ async def erase_customer(
         subject_user_id=customer.user_id,
         actor=actor,
         storage=storage,
+        settings=settings,
     )
     if record is None:
         raise CustomerNotFound(customer.id)
@@ -201,7 +246,12 @@ async def erase_customer(
 
 
 async def erase_user(
-    sessionmaker: async_sessionmaker[AsyncSession], *, user_id: uuid.UUID, actor: Principal, storage: AvatarStorage
+    sessionmaker: async_sessionmaker[AsyncSession],
+    *,
+    user_id: uuid.UUID,
+    actor: Principal,
+    storage: AvatarStorage,
+    settings: Settings,
 ) -> GdprRequest | None:
     """Erase the user's profile in every business; None when there is nothing (left) to erase."""
     return await _erase_then_clean_up(
@@ -211,6 +261,7 @@ async def erase_user(
         subject_user_id=user_id,
         actor=actor,
         storage=storage,
+        settings=settings,
     )
 
 

@@ -51,6 +51,8 @@ async def list_notes(
 
 
 @router.delete("/{note_id}", status_code=204, responses=problems(404), summary="Delete an internal note")
-async def delete_note(note_id: uuid.UUID, customer: AdminOfCustomer, session: SessionDep) -> Response:
-    await service.delete_note(session, customer=customer, note_id=note_id)
+async def delete_note(
+    note_id: uuid.UUID, customer: AdminOfCustomer, session: SessionDep, principal: AdminCaller
+) -> Response:
+    await service.delete_note(session, customer=customer, note_id=note_id, actor=principal)
     return Response(status_code=204)

@@ -13,7 +13,7 @@ from bee_customers_service.core.errors import InvalidInput, NotFound
 from bee_customers_service.core.pagination import CursorCodec
 from bee_customers_service.core.security import Principal
 from bee_customers_service.customers.models import Customer
-from bee_customers_service.events import catalogue, outbox
+from bee_customers_service.events import audit, catalogue, outbox
 from bee_customers_service.notes import repository
 from bee_customers_service.notes.content_filter import is_blocked
 from bee_customers_service.notes.models import CustomerNote
@@ -64,6 +64,14 @@ async def add_note(
         created_at=note.created_at,
     )
     await outbox.enqueue_event(session, event)
+    record = catalogue.AuditNoteAdded(
+        customer_id=customer.id,
+        business_id=customer.business_id,
+        actor=catalogue.Actor.of(actor),
+        note_id=note.id,
+        content=note.content,
+    )
+    await audit.record(session, record)
     return note
 
 
@@ -77,7 +85,11 @@ async def list_notes(
     return cursors.page_of(rows, limit, key=lambda note: (note.created_at, note.id), scope=CURSOR_SCOPE)
 
 
-async def delete_note(session: AsyncSession, *, customer: Customer, note_id: uuid.UUID) -> None:
+async def delete_note(session: AsyncSession, *, customer: Customer, note_id: uuid.UUID, actor: Principal) -> None:
     deleted = await repository.delete_note(session, customer.id, note_id)
     if deleted is None:
         raise NoteNotFound(note_id)
+    record = catalogue.AuditNoteDeleted(
+        customer_id=customer.id, business_id=customer.business_id, actor=catalogue.Actor.of(actor), note_id=deleted
+    )
+    await audit.record(session, record)

@@ -8,7 +8,7 @@ from bee_customers_service.core.errors import Conflict, CustomerNotFound, Invali
 from bee_customers_service.core.security import Principal
 from bee_customers_service.customers import service as customers_service
 from bee_customers_service.customers.models import Customer
-from bee_customers_service.events import catalogue, outbox
+from bee_customers_service.events import audit, catalogue, outbox
 from bee_customers_service.tags import repository
 from bee_customers_service.tags.models import CustomerTag
 from bee_customers_service.tags.schemas import MAX_TAGS_PER_CUSTOMER, TagCreate
@@ -71,6 +71,15 @@ async def add_tags(
             created_at=tag.created_at,
         )
         await outbox.enqueue_event(session, event)
+        record = catalogue.AuditCustomerTagged(
+            customer_id=customer.id,
+            business_id=customer.business_id,
+            actor=catalogue.Actor.of(actor),
+            tag_id=tag.id,
+            tag=tag.label,
+            color=tag.color,
+        )
+        await audit.record(session, record)
     return created
 
 
@@ -91,3 +100,11 @@ async def remove_tag(session: AsyncSession, *, customer: Customer, tag_id: uuid.
         removed_by=actor.user_id,
     )
     await outbox.enqueue_event(session, event)
+    record = catalogue.AuditCustomerUntagged(
+        customer_id=customer.id,
+        business_id=customer.business_id,
+        actor=catalogue.Actor.of(actor),
+        tag_id=tag.id,
+        tag=tag.label,
+    )
+    await audit.record(session, record)

@@ -185,8 +185,8 @@ async def test_an_unknown_customer_with_a_snapshot_gets_a_profile(client, world,
         "+40722000111",
     )
     assert profile.json()["total_orders"] == 1
-    events = await fetch("SELECT event_name FROM outbox WHERE customer_id = :c", c=row["id"])
-    assert [e["event_name"] for e in events] == ["v1.customer.created"]
+    events = await fetch("SELECT event_name FROM outbox WHERE customer_id = :c ORDER BY id", c=row["id"])
+    assert [e["event_name"] for e in events] == ["v1.customer.created", "v1.audit.customer.created"]
 
 
 async def test_an_unknown_customer_without_a_snapshot_is_dead_lettered(client, world, feed, fetch):

@@ -265,7 +265,7 @@ async def test_a_history_cursor_with_nul_is_422(client, world):
     assert_field_problem(response, ["query", "cursor"])
 
 
-async def test_a_stored_user_agent_is_cleaned_not_refused(client, world, capsys):
+async def test_a_stored_user_agent_is_cleaned_not_refused(client, world, capsys, fetch):
     import json
 
     capsys.readouterr()
@@ -276,7 +276,12 @@ async def test_a_stored_user_agent_is_cleaned_not_refused(client, world, capsys)
     assert response.status_code == 201, response.text
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     [audit] = [line for line in lines if line.get("audit_event") == "v1.customer.created"]
-    assert audit["user_agent"] == "agent/1.0"
+    assert "user_agent" not in audit  # personal data: stored in the audit record, not printed
+    [record] = await fetch(
+        "SELECT payload FROM outbox WHERE customer_id = :c AND event_name = 'v1.audit.customer.created'",
+        c=uuid.UUID(response.json()["id"]),
+    )
+    assert record["payload"]["user_agent"] == "agent/1.0"
 
 
 # --- upstream messages ------------------------------------------------------------------------

@@ -94,7 +94,12 @@ def test_from_settings_uses_the_configured_secret():
 
 
 def _production(**overrides):
-    values = {"environment": "production", "database_url": "postgresql://x@127.0.0.1/x", "jwt_secret": "j" * 48}
+    values = {
+        "environment": "production",
+        "database_url": "postgresql://x@127.0.0.1/x",
+        "jwt_secret": "j" * 48,
+        "gdpr_fingerprint_key": "g" * 48,
+    }
     return Settings(_env_file=None, **(values | overrides))  # type: ignore[call-arg]
 
 

@@ -135,5 +135,5 @@ async def test_racing_duplicate_creates_make_one_profile(client, world, fetch):
     assert all(r.json()["existing_customer_id"] == winner["id"] for r in responses if r.status_code == 409)
     rows = await fetch("SELECT id FROM customers WHERE user_id = :u", u=uuid.UUID(body["user_id"]))
     assert len(rows) == 1
-    events = await fetch("SELECT event_name FROM outbox WHERE customer_id = :c", c=uuid.UUID(winner["id"]))
-    assert [e["event_name"] for e in events] == ["v1.customer.created"]
+    events = await fetch("SELECT event_name FROM outbox WHERE customer_id = :c ORDER BY id", c=uuid.UUID(winner["id"]))
+    assert [e["event_name"] for e in events] == ["v1.customer.created", "v1.audit.customer.created"]

@@ -48,8 +48,8 @@ async def test_patch_with_no_real_change_keeps_version_and_emits_nothing(client,
     )
     assert response.status_code == 200
     assert response.json()["version"] == 1
-    events = await fetch("SELECT event_name FROM outbox WHERE customer_id = :c", c=uuid.UUID(created["id"]))
-    assert [e["event_name"] for e in events] == ["v1.customer.created"]
+    events = await fetch("SELECT event_name FROM outbox WHERE customer_id = :c ORDER BY id", c=uuid.UUID(created["id"]))
+    assert [e["event_name"] for e in events] == ["v1.customer.created", "v1.audit.customer.created"]
 
 
 async def test_patch_null_clears_optional_field(client, world):

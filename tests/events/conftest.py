@@ -1,4 +1,4 @@
-"""Fixtures for the events tests: a unique exchange per test session, relay settings, a consumer."""
+"""Fixtures for the events tests: unique exchanges per test session, relay settings, consumers."""
 
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -27,6 +27,20 @@ async def exchange_name() -> AsyncIterator[str]:
         await channel.exchange_delete(name)
 
 
+@pytest.fixture(scope="session")
+async def audit_exchange_name() -> AsyncIterator[str]:
+    """The audit records' exchange of our own (BEE_AUDIT_EXCHANGE), deleted at the end like the events'."""
+    name = f"bee.audit.events.test.{uuid.uuid4().hex[:12]}"
+    yield name
+    try:
+        connection = await aio_pika.connect(RABBITMQ_URL)
+    except Exception:  # the broker is not there (the tests were skipped): nothing to clean up
+        return
+    async with connection:
+        channel = await connection.channel()
+        await channel.exchange_delete(name)
+
+
 @pytest.fixture
 def rabbitmq() -> str:
     require_service("RabbitMQ", RABBITMQ_URL, 5672)
@@ -34,13 +48,27 @@ def rabbitmq() -> str:
 
 
 @pytest.fixture
-def relay_settings(database_url: str, exchange_name: str, rabbitmq: str) -> Callable[..., Settings]:
-    """Settings for a relay publishing to the test exchange, with short waits and backoffs."""
+async def audit_consumer(rabbitmq: str, audit_exchange_name: str) -> AsyncIterator[EventConsumer]:
+    """Every audit record the relay publishes (`#` on the test audit exchange)."""
+    async with EventConsumer(rabbitmq, audit_exchange_name, ["#"]) as records:
+        yield records
+
+
+@pytest.fixture
+def relay_settings(
+    database_url: str, exchange_name: str, audit_exchange_name: str, rabbitmq: str, audit_consumer: EventConsumer
+) -> Callable[..., Settings]:
+    """Settings for a relay publishing to the test exchanges, with short waits and backoffs.
+
+    The audit records of every test go to the session's audit exchange, where `audit_consumer`
+    takes them, so they never sit unroutable in the shared outbox (the drains wait for it to empty).
+    """
 
     def build(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "rabbitmq_url": rabbitmq,
             "events_exchange": exchange_name,
+            "audit_exchange": audit_exchange_name,
             "relay_enabled": True,
             "relay_poll_seconds": 0.2,
             "relay_max_backoff_seconds": 0.4,

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bee_customers_service.core import metrics
-from bee_customers_service.core.context import request_id_var, trace_id_var
+from bee_customers_service.core.context import client_ip_var, request_id_var, trace_id_var, user_agent_var
 from bee_customers_service.events import catalogue, committed, outbox
 from bee_customers_service.events.catalogue import CATALOGUE, NOT_SENT
 
@@ -88,6 +88,43 @@ SAMPLES: list[tuple[catalogue.CustomerEvent, dict[str, Any]]] = [
         {"user_id": USER, "gdpr_request_id": GDPR, "deleted_at": WHEN},
     ),
 ]
+
+# The audit records: the envelope, customer_id, then actor, client_ip, user_agent, then their own.
+ACTOR = catalogue.Actor(user_id=ADMIN, roles=("admin",))
+WHO = {"actor": ACTOR, "client_ip": "203.0.113.7", "user_agent": "agent/1.0"}
+AUDIT_SAMPLES: list[tuple[catalogue.CustomerEvent, dict[str, Any]]] = [
+    (catalogue.AuditCustomerCreated(**IDS, **WHO, user_id=USER), {**WHO, "user_id": USER}),
+    (
+        catalogue.AuditCustomerUpdated(
+            **IDS, **WHO, fields_changed=["email"], changes={"email": catalogue.Change(old="a@x.ro", new="b@x.ro")}
+        ),
+        {**WHO, "fields_changed": ["email"], "changes": {"email": {"old": "a@x.ro", "new": "b@x.ro"}}},
+    ),
+    (
+        catalogue.AuditCustomerTagged(**IDS, **WHO, tag_id=TAG, tag="VIP", color=None),
+        {**WHO, "tag_id": TAG, "tag": "VIP", "color": None},
+    ),
+    (catalogue.AuditCustomerUntagged(**IDS, **WHO, tag_id=TAG, tag="VIP"), {**WHO, "tag_id": TAG, "tag": "VIP"}),
+    (catalogue.AuditNoteAdded(**IDS, **WHO, note_id=NOTE, content="Hi"), {**WHO, "note_id": NOTE, "content": "Hi"}),
+    (catalogue.AuditNoteDeleted(**IDS, **WHO, note_id=NOTE), {**WHO, "note_id": NOTE}),
+    (
+        catalogue.AuditAvatarUpdated(**IDS, **WHO, old_avatar_url=None, new_avatar_url="https://cdn.example/a.png"),
+        {**WHO, "old_avatar_url": None, "new_avatar_url": "https://cdn.example/a.png"},
+    ),
+    (
+        catalogue.AuditAvatarRemoved(**IDS, **WHO, old_avatar_url="https://cdn.example/a.png"),
+        {**WHO, "old_avatar_url": "https://cdn.example/a.png"},
+    ),
+    (catalogue.AuditStatsRecomputed(**IDS, **WHO), WHO),
+    (catalogue.AuditCustomerExported(**IDS, **WHO, notes_included=True), {**WHO, "notes_included": True}),
+    (
+        catalogue.AuditCustomerErased(
+            **IDS, actor=None, client_ip=None, user_agent=None, user_id=USER, gdpr_request_id=GDPR
+        ),
+        {"actor": None, "client_ip": None, "user_agent": None, "user_id": USER, "gdpr_request_id": GDPR},
+    ),
+]
+SAMPLES += AUDIT_SAMPLES
 SAMPLE_IDS = [f"{event.name}-{i}" for i, (event, _) in enumerate(SAMPLES)]
 
 
@@ -156,8 +193,51 @@ def test_personal_data_is_marked():
     assert catalogue.CustomerCreated.personal_fields() == ("full_name", "email")
     assert catalogue.CustomerUpdated.personal_fields() == ("email", "phone")
     assert catalogue.CustomerNoteAdded.personal_fields() == ("note",)
-    for name in ("v1.customer.avatar_updated", "v1.customer.tagged", "v1.customer.untagged", "v1.customer.deleted"):
-        assert CATALOGUE[name].personal_fields() == ()
+    # Avatar URLs are personal data (issue 17): scrubbed by an erasure, never in the audit line.
+    assert catalogue.CustomerAvatarUpdated.personal_fields() == ("old_avatar_url", "new_avatar_url")
+    # Tag labels are free text about a person (issue 17).
+    assert catalogue.CustomerTagged.personal_fields() == ("tag",)
+    assert catalogue.CustomerUntagged.personal_fields() == ("tag",)
+    assert catalogue.CustomerDeleted.personal_fields() == ()
+
+
+def test_audit_records_mark_who_and_what_as_personal():
+    common = ("client_ip", "user_agent")
+    personal = {cls.name: cls.personal_fields() for cls in catalogue.AUDIT_RECORDS}
+    assert personal == {
+        "v1.audit.customer.created": common,
+        "v1.audit.customer.updated": (*common, "changes"),
+        "v1.audit.customer.tagged": (*common, "tag"),
+        "v1.audit.customer.untagged": (*common, "tag"),
+        "v1.audit.customer.note_added": (*common, "content"),
+        "v1.audit.customer.note_deleted": common,
+        "v1.audit.customer.avatar_updated": (*common, "old_avatar_url", "new_avatar_url"),
+        "v1.audit.customer.avatar_removed": (*common, "old_avatar_url"),
+        "v1.audit.customer.stats_recomputed": common,
+        "v1.audit.customer.exported": common,
+        "v1.audit.customer.erased": common,
+    }
+    assert all(name in CATALOGUE for name in personal)  # what an erasure redacts generically
+
+
+def test_each_record_names_its_exchange_and_events_keep_theirs():
+    for cls in CATALOGUE.values():
+        audit_record = issubclass(cls, catalogue.AuditRecord)
+        assert cls.name.startswith(catalogue.AUDIT_PREFIX) == audit_record
+        assert catalogue.exchange_setting_of(cls.name) == ("audit_exchange" if audit_record else "events_exchange")
+    assert catalogue.exchange_setting_of("v1.audit.customer.future_action") == "audit_exchange"
+    assert catalogue.exchange_setting_of("v1.customer.future_event") == "events_exchange"
+
+
+def test_audit_record_takes_ip_and_sanitised_user_agent_from_the_request():
+    ip, agent = client_ip_var.set("198.51.100.4"), user_agent_var.set("curl/8\x00\x1b[31m")
+    try:
+        record = catalogue.AuditStatsRecomputed(**IDS, actor=catalogue.Actor.of(None))
+    finally:
+        client_ip_var.reset(ip)
+        user_agent_var.reset(agent)
+    assert (record.client_ip, record.user_agent, record.actor) == ("198.51.100.4", "curl/8[31m", None)
+    assert catalogue.AuditStatsRecomputed(**IDS, actor=None).client_ip is None  # outside a request
 
 
 def test_audit_whitelist_is_the_catalogue_and_names_who_removed_a_tag():
@@ -165,10 +245,10 @@ def test_audit_whitelist_is_the_catalogue_and_names_who_removed_a_tag():
     before_the_catalogue = {
         "v1.customer.created": (*common, "user_id"),
         "v1.customer.updated": (*common, "fields_changed", "updated_by"),
-        "v1.customer.tagged": (*common, "tag", "tag_id", "created_by"),
-        "v1.customer.untagged": (*common, "tag", "tag_id", "removed_by"),  # was "deleted_by": never in the body
+        "v1.customer.tagged": (*common, "tag_id", "created_by"),  # the label is personal (issue 17)
+        "v1.customer.untagged": (*common, "tag_id", "removed_by"),  # was "deleted_by": never in the body
         "v1.customer.note_added": (*common, "note_id", "created_by"),
-        "v1.customer.avatar_updated": (*common, "old_avatar_url", "new_avatar_url", "updated_by"),
+        "v1.customer.avatar_updated": (*common, "updated_by"),  # the URLs are personal data (issue 17)
         "v1.customer.deleted": (*common, "user_id", "gdpr_request_id"),
     }
     assert before_the_catalogue == committed.AUDIT_FIELDS

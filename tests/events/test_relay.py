@@ -24,11 +24,13 @@ from tests.events.tools import EventConsumer, TcpProxy, eventually, running_rela
 from tests.services import free_port
 
 
-async def _rows(fetch, business_id):
+async def _rows(fetch, business_id, *, audit_records=False):
+    """The business's outbox rows of one stream: the events (the default) or the audit records."""
     return await fetch(
         "SELECT id, event_id, event_name, customer_id, attempts, last_error, published_at"
-        " FROM outbox WHERE business_id = :b ORDER BY id",
+        " FROM outbox WHERE business_id = :b AND starts_with(event_name, 'v1.audit.') = :audit ORDER BY id",
         b=business_id,
+        audit=audit_records,
     )
 
 
@@ -378,6 +380,9 @@ async def test_without_a_broker_publishing_is_off_logged_once_and_events_kept(da
     assert events["outbox"]["pending"] >= 2
     rows = await _rows(fetch, world.business_id)
     assert len(rows) == 2 and all(row["published_at"] is None for row in rows)
+    records = await _rows(fetch, world.business_id, audit_records=True)  # the audit records wait too
+    assert [row["event_name"] for row in records] == ["v1.audit.customer.created"] * 2
+    assert all(row["published_at"] is None for row in records)
 
 
 async def test_published_rows_are_purged_after_retention(relay_settings, consumer, world, engine, database_url, fetch):

@@ -11,9 +11,11 @@ from tests.events.tools import spawn_relay
 
 
 async def test_relay_command_publishes_and_stops_on_sigterm(
-    consumer, rabbitmq, exchange_name, database_url, engine, world
+    consumer, audit_consumer, rabbitmq, exchange_name, audit_exchange_name, database_url, engine, world
 ):
-    process = await spawn_relay(database_url, rabbitmq, exchange_name, capture_output=True)
+    process = await spawn_relay(
+        database_url, rabbitmq, exchange_name, audit_exchange=audit_exchange_name, capture_output=True
+    )
     try:
         customer_id = uuid.uuid4()
         async with AsyncSession(engine) as session:

@@ -103,6 +103,7 @@ async def test_broker_outage_publishing_resumes_at_once_and_readiness_tells(
             **broker_names("faults"),
             rabbitmq_url=broker_url,
             events_exchange=relay_settings().events_exchange,
+            audit_exchange=relay_settings().audit_exchange,
             relay_enabled=True,
             relay_poll_seconds=5.0,
             relay_max_backoff_seconds=30.0,

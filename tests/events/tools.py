@@ -198,7 +198,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 async def spawn_relay(
-    database_url: str, rabbitmq_url: str, exchange: str, *, capture_output: bool = False
+    database_url: str,
+    rabbitmq_url: str,
+    exchange: str,
+    *,
+    audit_exchange: str | None = None,
+    capture_output: bool = False,
 ) -> asyncio.subprocess.Process:
     """`bee-customers relay` as its own process, with only these BEE_ settings and fast retries."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BEE_")}
@@ -206,6 +211,7 @@ async def spawn_relay(
         BEE_DATABASE_URL=database_url,
         BEE_RABBITMQ_URL=rabbitmq_url,
         BEE_EVENTS_EXCHANGE=exchange,
+        BEE_AUDIT_EXCHANGE=audit_exchange or f"{exchange}.audit",
         BEE_RELAY_POLL_SECONDS="0.2",
         BEE_RELAY_MAX_BACKOFF_SECONDS="0.5",
     )

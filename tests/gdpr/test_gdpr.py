@@ -105,8 +105,9 @@ async def test_erasure_removes_every_row_and_emits_an_id_only_event(client, worl
     for table in ("customer_tags", "customer_notes", "customer_history", "customer_activity"):
         assert await fetch(f"SELECT 1 FROM {table} WHERE customer_id = :c", c=cid) == [], table  # noqa: S608
     assert await fetch("SELECT 1 FROM customers WHERE id = :c", c=cid) == []
-    remaining = await fetch("SELECT event_name, payload FROM outbox WHERE customer_id = :c", c=cid)
-    assert [row["event_name"] for row in remaining] == ["v1.customer.deleted"]  # the published created event is gone
+    remaining = await fetch("SELECT event_name, payload FROM outbox WHERE customer_id = :c ORDER BY id", c=cid)
+    # the published created event is gone; the deletion and the erasure's audit record remain
+    assert [row["event_name"] for row in remaining] == ["v1.customer.deleted", "v1.audit.customer.erased"]
     event = remaining[0]["payload"]
     assert set(event) == {
         "event",
@@ -126,8 +127,14 @@ async def test_erasure_removes_every_row_and_emits_an_id_only_event(client, worl
     assert (await client.get(f"/customers/{mine['id']}", headers=world.admin.headers)).status_code == 404
 
 
-async def test_erasure_record_holds_counts_and_fingerprint_only(client, world, write):
+async def test_erasure_record_holds_counts_and_fingerprint_only(client, world, write, fetch):
     mine = await _customer_with_everything(client, world, write)
+    # No relay here: every event about the customer (created, tagged, note_added, and their audit
+    # records) is still pending, so the erasure redacts each of them.
+    pending = await fetch(
+        "SELECT 1 FROM outbox WHERE customer_id = :c AND published_at IS NULL", c=uuid.UUID(mine["id"])
+    )
+    assert len(pending) >= 3
     erased = await client.delete(f"/customers/{mine['id']}", headers=world.admin.headers)
     record_url = erased.headers["Location"]
 
@@ -141,9 +148,10 @@ async def test_erasure_record_holds_counts_and_fingerprint_only(client, world, w
         "customer_history": 1,
         "customer_activity": 0,
         "outbox": 0,
+        "outbox_redacted": len(pending),
         "customers": 1,
     }
-    assert record["email_sha256"] == [gdpr_service.email_fingerprint("ana.popescu@email.com")]
+    assert record["email_fingerprints"] == [gdpr_service.email_fingerprint("ana.popescu@email.com", world.settings)]
     assert not any(value in str(record) for value in PERSONAL)
     assert (await client.get(record_url, headers=world.service.headers)).status_code == 200
     assert (await client.get(record_url, headers=world.other_admin.headers)).status_code == 404
