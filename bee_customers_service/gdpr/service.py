@@ -25,6 +25,7 @@ from bee_customers_service.gdpr import repository
 from bee_customers_service.gdpr.access import RecordScope
 from bee_customers_service.gdpr.models import STATUS_COMPLETED, STATUS_PENDING_OBJECTS, GdprRequest
 from bee_customers_service.notes.models import CustomerNote
+from bee_customers_service.search import service as search_service
 
 EXPORT_FORMAT = "bee_customers_service.export.v1"
 
@@ -137,6 +138,7 @@ async def _erase(
     pending_objects = [key for customer in customers if (key := owned_object_key(storage, customer))]
     counts = await repository.erase_rows(session, customer_ids)
     counts["customers"] = await customers_service.delete_profiles(session, customer_ids)
+    await search_service.forget_stale_short_words(session, sorted({c.business_id for c in customers}))
     record = GdprRequest(
         id=uuid.uuid4(),
         kind="erasure",

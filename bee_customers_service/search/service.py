@@ -17,6 +17,11 @@ from bee_customers_service.search.schemas import SearchItem, SearchPage, SearchP
 _PAGING_FIELDS = {"cursor", "limit", "include_total"}
 
 
+async def forget_stale_short_words(session: AsyncSession, business_ids: list[uuid.UUID]) -> None:
+    """After an erasure: no short word of an erased name (from before a rename) stays in the typo table."""
+    await repository.forget_stale_short_words(session, business_ids)
+
+
 def _scope(params: SearchParams) -> str:
     criteria = params.model_dump(mode="json", exclude=_PAGING_FIELDS)
     criteria["order"] = params.direction

@@ -250,6 +250,23 @@ async def test_a_word_only_the_erased_customer_held_leaves_the_typo_table(client
     assert neighbour["full_name"].split()[0].lower() == first
 
 
+async def test_a_short_word_of_a_name_before_a_rename_leaves_the_typo_table_at_erasure(client, world, fetch):
+    # Renames keep words under three characters (migration 0010); the erasure must not.
+    short, long_word = _word(2), _word()
+    customer = await world.create_customer(client, full_name=f"{short} {long_word}")
+    renamed = await client.patch(
+        f"/customers/{customer['id']}", json={"full_name": f"Ana {long_word}"}, headers=world.admin.headers
+    )
+    assert renamed.status_code == 200
+
+    def words():
+        return fetch("SELECT word FROM customer_name_words WHERE business_id = :b", b=world.business_id)
+
+    assert short.lower() in {row["word"] for row in await words()}  # kept by the rename
+    assert (await client.delete(f"/customers/{customer['id']}", headers=world.admin.headers)).status_code == 204
+    assert short.lower() not in {row["word"] for row in await words()}
+
+
 # --- with a broker: a real relay publishing to RabbitMQ --------------------------------------------
 
 

@@ -12,6 +12,7 @@ Modules: `query` (the query text), `filters` (filters, sort keys), `params` (the
 this one runs them in a session.
 """
 
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -168,6 +169,23 @@ async def search_page(
     params = request_params(filters, key=SORT_KEYS[sort], after=after)
     statement = page_statement(filters, params, sort=sort, direction=direction, limit=limit)
     return (await session.execute(statement)).all()
+
+
+# Renames keep words under three characters in the typo table (migration 0010: proving one gone
+# scans the business's names); an erasure must not, so it forgets those no customer holds any more.
+# bee_name_words_forget finds a held word through the word indexes; only an orphan pays the scan.
+_FORGET_SHORT_WORDS = text(
+    """
+    SELECT public.bee_name_words_forget(array_agg(w.business_id), array_agg(w.word))
+    FROM customer_name_words w
+    WHERE w.business_id = ANY(CAST(:business_ids AS uuid[])) AND length(w.word) < 3
+    """
+)
+
+
+async def forget_stale_short_words(session: AsyncSession, business_ids: Sequence[uuid.UUID]) -> None:
+    """Drop the businesses' short name words that no customer holds any more."""
+    await session.execute(_FORGET_SHORT_WORDS, {"business_ids": list(business_ids)})
 
 
 async def count(session: AsyncSession, filters: SearchFilters) -> int:
