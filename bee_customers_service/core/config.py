@@ -135,25 +135,20 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
-    def _cursor_secret_in_production(self) -> "Settings":
+    def _keys_in_production(self) -> "Settings":
+        # The keys with a development default: production refuses the default and short values.
+        keys = (
+            ("BEE_CURSOR_SECRET", self.cursor_secret, DEV_CURSOR_SECRET),
+            ("BEE_GDPR_FINGERPRINT_KEY", self.gdpr_fingerprint_key, DEV_GDPR_FINGERPRINT_KEY),
+        )
         if self.environment == "production":
-            secret = self.cursor_secret.get_secret_value()
-            if secret == DEV_CURSOR_SECRET or len(secret) < MIN_CURSOR_SECRET_LENGTH:
-                raise ValueError(
-                    f"BEE_CURSOR_SECRET must be set to a random string of at least {MIN_CURSOR_SECRET_LENGTH} "
-                    "characters in production"
-                )
-        return self
-
-    @model_validator(mode="after")
-    def _gdpr_fingerprint_key_in_production(self) -> "Settings":
-        if self.environment == "production":
-            key = self.gdpr_fingerprint_key.get_secret_value()
-            if key == DEV_GDPR_FINGERPRINT_KEY or len(key) < MIN_CURSOR_SECRET_LENGTH:
-                raise ValueError(
-                    f"BEE_GDPR_FINGERPRINT_KEY must be set to a random string of at least {MIN_CURSOR_SECRET_LENGTH} "
-                    "characters in production"
-                )
+            for name, value, development_default in keys:
+                key = value.get_secret_value()
+                if key == development_default or len(key) < MIN_CURSOR_SECRET_LENGTH:
+                    raise ValueError(
+                        f"{name} must be set to a random string of at least {MIN_CURSOR_SECRET_LENGTH} "
+                        "characters in production"
+                    )
         return self
 
     @model_validator(mode="after")
