@@ -18,6 +18,7 @@ from bee_customers_service.core.config import Settings, get_settings
 from bee_customers_service.core.db import Database, resolve_database_url
 from bee_customers_service.core.docs import install_docs
 from bee_customers_service.core.errors import install_error_handlers
+from bee_customers_service.core.idempotency import idempotency_purge
 from bee_customers_service.core.middleware import RequestMiddleware
 from bee_customers_service.core.observability import configure_logging, install_metrics
 from bee_customers_service.core.openapi import install_openapi
@@ -27,6 +28,7 @@ from bee_customers_service.customers.router import router as customers_router
 from bee_customers_service.events.readiness import events_readiness
 from bee_customers_service.events.relay import relay_component
 from bee_customers_service.gdpr.router import router as gdpr_router
+from bee_customers_service.identity.consumer import identity_component
 from bee_customers_service.notes.router import router as notes_router
 from bee_customers_service.search.router import router as search_router
 from bee_customers_service.tags.router import router as tags_router
@@ -42,10 +44,14 @@ def _background_components(settings: Settings) -> list[BackgroundFactory]:
     components: list[BackgroundFactory] = []
     # Events: /readyz reports the broker and the outbox backlog; the relay publishes the outbox.
     components.append(events_readiness)
+    # Idempotency-Key records: expired ones are deleted periodically (core/idempotency.py).
+    components.append(idempotency_purge)
     if settings.relay_enabled:
         components.append(relay_component)
     if settings.activity_consumer_enabled and settings.rabbitmq_url:
         components.append(activity_component)
+    if settings.auth_consumer_enabled and settings.rabbitmq_url:
+        components.append(identity_component)
     return components
 
 

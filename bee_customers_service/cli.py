@@ -175,13 +175,15 @@ def _gdpr_cleanup(args: argparse.Namespace) -> int:
 
 
 def _consume(args: argparse.Namespace) -> int:
-    """Run the activity consumer until SIGTERM/SIGINT."""
+    """Run the activity and identity (bee_auth_service's user events) consumers until SIGTERM/SIGINT."""
     import asyncio
 
     from bee_customers_service.activity.consumer import ActivityConsumer
+    from bee_customers_service.avatars.storage import storage_from_settings
     from bee_customers_service.core.db import Database, resolve_database_url
     from bee_customers_service.core.observability import configure_logging
-    from bee_customers_service.events.consumer import run_until_stopped
+    from bee_customers_service.events.consumer import QueueConsumer, run_until_stopped
+    from bee_customers_service.identity.consumer import IdentityConsumer
 
     settings = get_settings()
     if not settings.rabbitmq_url:
@@ -195,8 +197,13 @@ def _consume(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
+        # Both, whatever BEE_*_CONSUMER_ENABLED say (those switch off the ones inside `serve`).
+        consumers: list[QueueConsumer[Any]] = [
+            ActivityConsumer(settings, database),
+            IdentityConsumer(settings, database, storage_from_settings(settings)),
+        ]
         try:
-            await run_until_stopped(ActivityConsumer(settings, database), stop)
+            await asyncio.gather(*(run_until_stopped(consumer, stop) for consumer in consumers))
         finally:
             await database.dispose()
 
@@ -277,7 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     cleanup = commands.add_parser("gdpr-cleanup", help="retry deleting objects of erased customers (cron)")
     cleanup.set_defaults(handler=_gdpr_cleanup)
 
-    consume = commands.add_parser("consume", help="consume the orders and scheduling events (history, statistics)")
+    consume = commands.add_parser(
+        "consume", help="consume the orders and scheduling events (history, statistics) and the auth user events"
+    )
     consume.set_defaults(handler=_consume)
 
     recompute = commands.add_parser("recompute", help="rebuild the statistics of a business from its activity rows")

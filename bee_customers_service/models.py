@@ -2,6 +2,7 @@
 
 from bee_customers_service.activity.models import CustomerActivity, CustomerHistory, ProcessedEvent
 from bee_customers_service.core.db import Base
+from bee_customers_service.core.idempotency import IdempotencyRecord
 from bee_customers_service.customers.models import Customer
 from bee_customers_service.events.outbox import OutboxEvent
 from bee_customers_service.gdpr.models import GdprRequest
@@ -18,6 +19,7 @@ __all__ = [
     "CustomerNote",
     "CustomerTag",
     "GdprRequest",
+    "IdempotencyRecord",
     "OutboxEvent",
     "ProcessedEvent",
 ]

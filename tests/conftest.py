@@ -52,6 +52,7 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "rabbitmq_url": None,
         "relay_enabled": False,
         "activity_consumer_enabled": False,
+        "auth_consumer_enabled": False,
         "database_pool_size": 5,
         # The whole suite comes from one client address: the per-IP guard has tests of its own.
         "ip_rate_limit": None,
@@ -166,13 +167,18 @@ class World:
     def customer(self, user_id: uuid.UUID) -> Caller:
         return self.caller(["customer"], sub=user_id)
 
+    profiles_made: int = 0
+
     def profile(self, **overrides: Any) -> dict[str, Any]:
-        """A valid POST /customers body in this business."""
+        """A valid POST /customers body in this business; each one with its own email (one email per
+        business), the first one Ana.Popescu@Email.com."""
+        self.profiles_made += 1
+        suffix = "" if self.profiles_made == 1 else f"+{self.profiles_made}"
         body: dict[str, Any] = {
             "user_id": str(uuid.uuid4()),
             "business_id": str(self.business_id),
             "full_name": "Ana Popescu",
-            "email": "Ana.Popescu@Email.com",
+            "email": f"Ana.Popescu{suffix}@Email.com",
             "phone": "+40712345678",
             "gender": "female",
         }

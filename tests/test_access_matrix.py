@@ -70,6 +70,10 @@ def _new_profile(cell: Cell) -> dict[str, Any]:
     }
 
 
+async def _business_of_cell(client: Any, world: Any, cell: Cell) -> dict[str, str]:
+    return {"business_id": str(cell.business_id)}
+
+
 async def _erasure_record(client: Any, world: Any, cell: Cell) -> dict[str, str]:
     victim = await world.create_customer(client)
     erased = await client.delete(f"/customers/{victim['id']}", headers=world.admin.headers)
@@ -94,6 +98,14 @@ async def _make_note(client: Any, world: Any, cell: Cell) -> dict[str, str]:
 
 ROUTES: list[Row] = [
     Row("POST", "/customers", "service", 201, body=_new_profile),
+    Row(
+        "PUT",
+        "/businesses/{business_id}/customers/{user_id}",
+        "service",
+        200,  # the cell's customer exists: get-or-create returns it
+        body=lambda c: {"full_name": "Matrix Row", "email": "matrix@example.com"},
+        setup=_business_of_cell,
+    ),
     Row("GET", "/customers/{customer_id}", "self_or_admin", 200),
     Row("PATCH", "/customers/{customer_id}", "self_or_admin", 200, body=lambda c: {"full_name": "Renamed"}),
     Row("DELETE", "/customers/{customer_id}", "self_or_admin", 204),

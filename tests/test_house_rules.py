@@ -14,6 +14,7 @@ COMMITTERS = {
     "gdpr/service.py": "erasure, then the stored objects' clean-up; one transaction per retried record",
     "activity/service.py": "recompute_business: one transaction per chunk of customers",
     "activity/consumer.py": "one transaction per batch of messages, acknowledged after it",
+    "identity/consumer.py": "one transaction per auth event; a deletion: gdpr's erasure, then the claim",
 }
 
 

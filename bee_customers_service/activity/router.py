@@ -8,13 +8,14 @@ from starlette.responses import Response
 from bee_customers_service.activity import service
 from bee_customers_service.activity.schemas import CustomerStats, HistoryPage
 from bee_customers_service.core.dependencies import ReadSessionDep, SessionDep, SettingsDep
+from bee_customers_service.core.idempotency import IdempotentRoute
 from bee_customers_service.core.openapi import problems
 from bee_customers_service.core.responses import json_response
 from bee_customers_service.core.security import AdminCaller
 from bee_customers_service.core.types import SafeStr
 from bee_customers_service.customers.dependencies import AdminOfCustomer, SelfOrAdminRead
 
-router = APIRouter(prefix="/customers", tags=["activity"])
+router = APIRouter(prefix="/customers", tags=["activity"], route_class=IdempotentRoute)
 
 
 @router.get(

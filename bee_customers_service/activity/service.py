@@ -82,6 +82,11 @@ async def _customers_for(
                     created = await customers_service.create_customer(session, data=data, settings=settings)
                 except customers_service.CustomerAlreadyExists:  # created meanwhile by someone else: lock theirs
                     customers.update(await customers_service.lock_profiles_by_user(session, [pair]))
+                except customers_service.EmailTaken:  # one email per business: a person decides, not us
+                    refusal = Refused(
+                        f"email taken: another customer of business {pair[0]} uses the snapshot's email"
+                        f" (user {pair[1]})"
+                    )
                 except DomainError as exc:  # e.g. a phone number that is not one
                     refusal = Refused(f"invalid customer snapshot: {exc.detail}")
                 else:

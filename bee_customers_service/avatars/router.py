@@ -13,6 +13,7 @@ from bee_customers_service.avatars.storage import CACHE_FOREVER, CONTENT_TYPES, 
 from bee_customers_service.avatars.upload import read_file_field
 from bee_customers_service.core.dependencies import DatabaseDep, ReadSessionDep, SettingsDep
 from bee_customers_service.core.errors import NotFound
+from bee_customers_service.core.idempotency import IdempotentRoute
 from bee_customers_service.core.openapi import problems
 from bee_customers_service.core.ratelimit import path_param, rate_limit
 from bee_customers_service.core.responses import json_response
@@ -20,7 +21,7 @@ from bee_customers_service.core.security import CustomerOrAdminCaller
 from bee_customers_service.core.types import SafeStr
 from bee_customers_service.customers.dependencies import SelfOrAdminRead
 
-router = APIRouter(prefix="/customers", tags=["avatars"])
+router = APIRouter(prefix="/customers", tags=["avatars"], route_class=IdempotentRoute)
 
 # Generated SVGs come from our origin: no script may ever run in them, and browsers must not
 # second-guess the type.

@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     # Validation.
     default_phone_region: str = Field(default="RO", min_length=2, max_length=2)
     max_request_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    # How long a POST/PATCH answer is kept for replay under its Idempotency-Key (core/idempotency.py).
+    idempotency_ttl_hours: float = Field(default=24.0, gt=0)
 
     # Authentication (see core/security.py).
     jwt_secret: SecretStr | None = SecretStr(DEV_JWT_SECRET)
@@ -115,6 +117,19 @@ class Settings(BaseSettings):
     activity_batch_linger_ms: int = Field(default=50, ge=0, le=5000)
     activity_retry_delay_ms: int = Field(default=10_000, ge=10)
     activity_max_attempts: int = Field(default=8, ge=1, le=100)
+    # Identity: bee_auth_service's user events mirrored into the profiles (identity/consumer.py,
+    # docs/events.md "Consumed: user events from bee_auth_service").
+    auth_exchange: str = "bee.auth.events"
+    auth_queue: str = "bee.customers.auth"
+    auth_dead_letter_exchange: str = "bee.customers.auth.dlx"
+    auth_dead_letter_queue: str = "bee.customers.auth.dlq"
+    auth_consumer_enabled: bool = True
+    auth_prefetch: int = Field(default=100, ge=1, le=65535)
+    auth_concurrency: int = Field(default=2, ge=1, le=64)
+    auth_batch_size: int = Field(default=20, ge=1, le=1000)
+    auth_batch_linger_ms: int = Field(default=20, ge=0, le=5000)
+    auth_retry_delay_ms: int = Field(default=10_000, ge=10)
+    auth_max_attempts: int = Field(default=8, ge=1, le=100)
     # processed_events (the consumer's idempotency keys, ids only) are kept this long, then pruned
     # every `processed_events_prune_interval_seconds`: far beyond any redelivery or producer retry.
     processed_events_retention_days: float = Field(default=30.0, gt=0)
@@ -153,12 +168,15 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _processed_events_outlive_the_retries(self) -> "Settings":
-        # A message retried for up to max_attempts x retry_delay must still find its key.
-        retries_seconds = self.activity_max_attempts * self.activity_retry_delay_ms / 1000
+        # A message retried for up to max_attempts x retry_delay must still find its key (both consumers).
+        retries_seconds = max(
+            self.activity_max_attempts * self.activity_retry_delay_ms / 1000,
+            self.auth_max_attempts * self.auth_retry_delay_ms / 1000,
+        )
         if self.processed_events_retention_days * 86400 <= retries_seconds:
             raise ValueError(
                 "BEE_PROCESSED_EVENTS_RETENTION_DAYS must outlast the consumer's retries"
-                f" ({retries_seconds:.0f} s = BEE_ACTIVITY_MAX_ATTEMPTS x BEE_ACTIVITY_RETRY_DELAY_MS)"
+                f" ({retries_seconds:.0f} s: BEE_ACTIVITY_/BEE_AUTH_ MAX_ATTEMPTS x RETRY_DELAY_MS)"
             )
         return self
 

@@ -11,6 +11,7 @@ The rest is added here, in one place, from what the app does to every request:
   `HTTPValidationError` / `ValidationError` are dropped from the document);
 - every error answer is `application/problem+json` with the `Problem` schema, every answer
   declares `X-Trace-Id` and `X-Request-Id`, 429 and 503 declare `Retry-After`;
+- every POST and PATCH that honours `Idempotency-Key`: 409 (in progress, with Retry-After) and 422;
 - operation ids are the route function names (`get_customer`), unless a decorator names one.
 """
 
@@ -151,6 +152,11 @@ def _post_process(schema: dict[str, Any]) -> None:
                 extra += _WITH_BODY
             if operation.get("parameters") or "requestBody" in operation:
                 extra.append(422)
+            # Idempotency-Key (core/idempotency.py): 409 while a request with the key runs, 422
+            # for a key reused with another request (or malformed); declared by its dependency.
+            idempotent = any(p.get("name") == "Idempotency-Key" for p in operation.get("parameters", ()))
+            if idempotent:
+                extra += (409, 422)
             for code in extra:
                 responses.setdefault(str(code), _problem_response(code))
             for status, response in responses.items():
@@ -160,6 +166,8 @@ def _post_process(schema: dict[str, Any]) -> None:
                         response["description"] = DESCRIPTIONS.get(int(status), "Error.")
                 headers = response.setdefault("headers", {})
                 headers.update(SUCCESS_HEADERS.get((operation.get("operationId", ""), status), {}))
+                if status == "409" and idempotent:
+                    headers.setdefault("Retry-After", _header("Seconds to wait (an Idempotency-Key in progress)."))
                 if status in ("429", "503"):
                     headers.setdefault("Retry-After", _header("Seconds to wait.", required=status == "429"))
                 if status == "401":

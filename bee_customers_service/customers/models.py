@@ -1,11 +1,24 @@
 """The customer profile: one row per (user, business)."""
 
 import uuid
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Computed, Date, Enum, Index, Integer, Numeric, String, Text, UniqueConstraint, text
+from sqlalchemy import (
+    CheckConstraint,
+    Computed,
+    Date,
+    DateTime,
+    Enum,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column, query_expression
 
@@ -41,6 +54,11 @@ class Customer(TimestampMixin, Base):
     admin_tags: Mapped[list[dict[str, Any]] | None] = query_expression()
     admin_notes_count: Mapped[int | None] = query_expression()
 
+    # bee_auth_service sync (identity/): where full_name came from ('auth' until a PATCH changes it:
+    # then 'local', and auth's name updates no longer apply), and the time of the last auth event applied.
+    name_source: Mapped[str] = mapped_column(String(10), nullable=False, server_default="auth")
+    auth_synced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
     # Optimistic concurrency: bumped on every write, exposed as the ETag.
     version: Mapped[int] = mapped_column(Integer, nullable=False, server_default="1")
 
@@ -53,6 +71,9 @@ class Customer(TimestampMixin, Base):
 
     __table_args__ = (
         UniqueConstraint("user_id", "business_id", name="uq_user_per_business"),
+        # One email per business, case and spaces aside (migration 0013; customers/repository.py EmailClash).
+        Index("uq_customers_business_email_key", "business_id", text("lower(btrim(email))"), unique=True),
+        CheckConstraint("name_source IN ('auth', 'local')", name="name_source"),  # ck_customers_name_source
         Index("ix_customers_business_id", "business_id"),
         Index("ix_customers_user_id", "user_id"),
         Index("ix_customers_business_id_full_name", "business_id", "full_name"),

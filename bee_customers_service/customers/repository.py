@@ -28,6 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import ARRAY, UUID, aggregate_order_by, insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import with_expression
 from sqlalchemy.sql.dml import ReturningInsert
@@ -207,16 +208,31 @@ async def of_user(session: AsyncSession, user_id: uuid.UUID) -> Sequence[Custome
     return (await session.execute(statement)).scalars().all()
 
 
+async def get(session: AsyncSession, customer_id: uuid.UUID) -> Customer | None:
+    """A profile by id, out of any caller's scope (the caller decided access already)."""
+    return await session.get(Customer, customer_id)
+
+
 async def find_id(session: AsyncSession, *, user_id: uuid.UUID, business_id: uuid.UUID) -> uuid.UUID | None:
     statement = select(Customer.id).where(Customer.user_id == user_id, Customer.business_id == business_id)
     return (await session.execute(statement)).scalar_one_or_none()
 
 
-async def insert_if_absent(session: AsyncSession, values: dict[str, Any]) -> Customer | None:
-    """Insert a profile; None when (user_id, business_id) already has one.
+# One email per business, compared case- and whitespace-insensitively (migration 0013).
+EMAIL_PER_BUSINESS = "uq_customers_business_email_key"
 
-    ON CONFLICT DO NOTHING lets the unique constraint arbitrate racing creates: the loser waits for
-    the winner's commit and gets no row back, never an exception mid-transaction.
+
+class EmailClash(Exception):
+    """The write would give a second profile of the business the same email (EMAIL_PER_BUSINESS)."""
+
+
+async def insert_if_absent(session: AsyncSession, values: dict[str, Any]) -> Customer | None:
+    """Insert a profile; None when a unique rule refuses it: (user_id, business_id) already has a
+    profile, or another profile of the business holds the email (`find_id` / `email_holder` tell which).
+
+    ON CONFLICT DO NOTHING (no target: both unique rules) lets the unique indexes arbitrate racing
+    creates: the loser waits for the winner's commit and gets no row back, never an exception
+    mid-transaction.
     """
     statement = _insert_statement(tuple(sorted(values)))
     params = {f"new_{name}": value for name, value in values.items()}
@@ -229,20 +245,48 @@ def _insert_statement(fields: tuple[str, ...]) -> ReturningInsert[Customer]:
     return (
         insert(Customer)
         .values({name: bindparam(f"new_{name}") for name in fields})
-        .on_conflict_do_nothing(constraint="uq_user_per_business")
+        .on_conflict_do_nothing()
         .returning(Customer)
     )
+
+
+async def email_holder(session: AsyncSession, *, business_id: uuid.UUID, email: str) -> uuid.UUID | None:
+    """The profile of the business holding `email` (as EMAIL_PER_BUSINESS compares it), if any."""
+    statement = select(Customer.id).where(
+        Customer.business_id == business_id, func.lower(func.btrim(Customer.email)) == func.lower(func.btrim(email))
+    )
+    return (await session.execute(statement)).scalar_one_or_none()
 
 
 async def update_if_version(
     session: AsyncSession, customer_id: uuid.UUID, *, expected_version: int, values: dict[str, Any]
 ) -> Customer | None:
-    """Apply `values` only if the row is still at `expected_version`; bumps the version."""
+    """Apply `values` only if the row is still at `expected_version`; bumps the version.
+
+    EmailClash when the new email is taken in the business: the UPDATE then runs in a SAVEPOINT
+    (only when the email changes), so the caller's transaction stays usable.
+    """
     statement = _update_statement(tuple(sorted(values)))
     params = {f"new_{name}": value for name, value in values.items()}
-    return (
-        await session.execute(statement, {"customer_id": customer_id, "expected_version": expected_version, **params})
-    ).scalar_one_or_none()
+    params |= {"customer_id": customer_id, "expected_version": expected_version}
+    if "email" not in values:
+        return (await session.execute(statement, params)).scalar_one_or_none()
+    try:
+        async with session.begin_nested():
+            return (await session.execute(statement, params)).scalar_one_or_none()
+    except IntegrityError as exc:
+        if _violated_constraint(exc) == EMAIL_PER_BUSINESS:
+            raise EmailClash from exc
+        raise
+
+
+def _violated_constraint(exc: IntegrityError) -> str | None:
+    """The name of the constraint or unique index asyncpg reports (the DBAPI error wraps asyncpg's)."""
+    for error in (exc.orig, getattr(exc.orig, "__cause__", None)):
+        name = getattr(error, "constraint_name", None)
+        if name:
+            return str(name)
+    return None
 
 
 @lru_cache(maxsize=128)

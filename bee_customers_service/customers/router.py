@@ -8,6 +8,7 @@ from starlette.responses import Response
 
 from bee_customers_service.core.dependencies import DatabaseDep, SessionDep, SettingsDep, require_json
 from bee_customers_service.core.errors import PreconditionFailed
+from bee_customers_service.core.idempotency import IdempotentRoute
 from bee_customers_service.core.openapi import problems
 from bee_customers_service.core.ratelimit import RateLimiter
 from bee_customers_service.core.responses import etag, json_response, parse_if_match
@@ -15,9 +16,16 @@ from bee_customers_service.core.security import CustomerOrAdminCaller, ServiceCa
 from bee_customers_service.core.types import SafeStr
 from bee_customers_service.customers import service
 from bee_customers_service.customers.dependencies import SelfOrAdmin, SelfOrAdminScope
-from bee_customers_service.customers.schemas import AdminCustomerView, CustomerCreate, CustomerUpdate, CustomerView
+from bee_customers_service.customers.schemas import (
+    AdminCustomerView,
+    CustomerCreate,
+    CustomerProfileIn,
+    CustomerUpdate,
+    CustomerView,
+)
 
-router = APIRouter(prefix="/customers", tags=["customers"])
+# No prefix: PUT /businesses/{business_id}/customers/{user_id} lives here too.
+router = APIRouter(tags=["customers"], route_class=IdempotentRoute)
 
 _views: dict[int | str, dict[str, Any]] = {
     200: {"model": AdminCustomerView, "description": "Admins get tags and notes_count too."}
@@ -25,7 +33,7 @@ _views: dict[int | str, dict[str, Any]] = {
 
 
 @router.post(
-    "",
+    "/customers",
     status_code=201,
     response_model=CustomerView,
     dependencies=[Depends(require_json)],
@@ -46,8 +54,36 @@ async def create_customer(
     )
 
 
+@router.put(
+    "/businesses/{business_id}/customers/{user_id}",
+    response_model=CustomerView,
+    responses={201: {"model": CustomerView, "description": "Created: there was no profile."}, **problems(409)},
+    dependencies=[Depends(require_json)],
+    summary="Get or create the profile of a user in a business (internal services)",
+    description="Get-or-create, not an overwrite: an existing profile is returned unchanged (200); "
+    "otherwise it is created from the body (201, with its v1.customer.created).",
+)
+async def get_or_create_customer(
+    business_id: uuid.UUID,
+    user_id: uuid.UUID,
+    data: CustomerProfileIn,
+    session: SessionDep,
+    settings: SettingsDep,
+    _caller: ServiceCaller,
+) -> Response:
+    create = CustomerCreate.model_validate({**dict(data), "user_id": user_id, "business_id": business_id})
+    customer, created = await service.get_or_create_customer(session, data=create, settings=settings, actor=_caller)
+    headers = {"ETag": etag(customer.version)}
+    if created:
+        headers["Location"] = f"/customers/{customer.id}"
+    return json_response(CustomerView.model_validate(customer), status_code=201 if created else 200, headers=headers)
+
+
 @router.get(
-    "/{customer_id}", response_model=CustomerView, responses={**_views, **problems(404)}, summary="Read a profile"
+    "/customers/{customer_id}",
+    response_model=CustomerView,
+    responses={**_views, **problems(404)},
+    summary="Read a profile",
 )
 async def get_customer(customer_id: uuid.UUID, database: DatabaseDep, scope: SelfOrAdminScope) -> Response:
     view = await service.read_view(database, customer_id, scope)
@@ -67,9 +103,9 @@ async def _patch_rate_limits(
 
 
 @router.patch(
-    "/{customer_id}",
+    "/customers/{customer_id}",
     response_model=CustomerView,
-    responses={**_views, **problems(404, 412)},
+    responses={**_views, **problems(404, 409, 412)},
     dependencies=[Depends(require_json), Depends(_patch_rate_limits)],
     summary="Update a profile (partial; honours If-Match)",
 )

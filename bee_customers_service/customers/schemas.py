@@ -81,15 +81,22 @@ class Preferences(InputModel):
         return self
 
 
-class CustomerCreate(InputModel):
-    user_id: uuid.UUID
-    business_id: uuid.UUID
+class CustomerProfileIn(InputModel):
+    """A new profile's fields, without its keys: the body of PUT /businesses/{b}/customers/{u}."""
+
     full_name: FullName
     email: Email
     phone: PhoneInput | None = None
     gender: Gender | None = None
     avatar_url: AvatarUrl | None = None
     preferences: Preferences | None = None
+
+
+class CustomerCreate(CustomerProfileIn):
+    """The body of POST /customers: the profile and its keys (user, business)."""
+
+    user_id: uuid.UUID
+    business_id: uuid.UUID
 
 
 IMMUTABLE_FIELDS = ("id", "user_id", "business_id")

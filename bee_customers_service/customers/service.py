@@ -7,6 +7,7 @@ commits. Every customer row lock goes through `lock_customers` / `lock_profiles_
 
 import uuid
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -38,6 +39,15 @@ class CustomerAlreadyExists(Conflict):
         )
 
 
+class EmailTaken(Conflict):
+    """Another profile of the business holds the email; never says which (nor anything about it)."""
+
+    type_slug, title = "email-taken", "Email already in use"
+
+    def __init__(self) -> None:
+        super().__init__("Another customer of this business already uses this email.", field="email")
+
+
 def _phone(raw: str | None, settings: Settings) -> str | None:
     if raw is None:
         return None
@@ -61,7 +71,8 @@ def _merge_preferences(current: dict[str, Any], patch: Preferences) -> dict[str,
 async def create_customer(
     session: AsyncSession, *, data: CustomerCreate, settings: Settings, actor: Principal | None = None
 ) -> Customer:
-    """Insert a profile and enqueue its `v1.customer.created`; 409 naming the existing profile.
+    """Insert a profile and enqueue its `v1.customer.created`; 409 naming the existing profile,
+    or 409 email-taken when another profile of the business holds the email (case and spaces aside).
 
     `actor` is the calling service (None: the activity consumer creating a profile on its own).
 
@@ -75,7 +86,9 @@ async def create_customer(
     customer = await repository.insert_if_absent(session, values)
     if customer is None:
         existing_id = await repository.find_id(session, user_id=data.user_id, business_id=data.business_id)
-        raise CustomerAlreadyExists(existing_id or uuid.UUID(int=0))
+        if existing_id is None:  # not the user's profile: the other unique rule, one email per business
+            raise EmailTaken()
+        raise CustomerAlreadyExists(existing_id)
 
     event = catalogue.CustomerCreated(
         customer_id=customer.id,
@@ -94,6 +107,23 @@ async def create_customer(
     )
     await audit.record(session, record)  # with the caller's IP and User-Agent (core/context.py)
     return customer
+
+
+async def get_or_create_customer(
+    session: AsyncSession, *, data: CustomerCreate, settings: Settings, actor: Principal
+) -> tuple[Customer, bool]:
+    """The profile of (user, business), created from `data` when there is none (True: created now).
+
+    Get-or-create, not an overwrite: an existing profile is returned unchanged. Racing calls make
+    one profile (the insert's ON CONFLICT): only the one that created it enqueues its events.
+    """
+    try:
+        return await create_customer(session, data=data, settings=settings, actor=actor), True
+    except CustomerAlreadyExists as exists:
+        existing = await repository.get(session, uuid.UUID(exists.extra["existing_customer_id"]))
+        if existing is None:  # pragma: no cover - erased between the insert and this read
+            raise CustomerNotFound(exists.extra["existing_customer_id"]) from exists
+        return existing, False
 
 
 def _changed_values(customer: Customer, changes: CustomerUpdate, settings: Settings) -> dict[str, Any]:
@@ -129,9 +159,14 @@ async def update_customer(
             return customer  # nothing changed: no version bump, no event
         old_avatar = customer.avatar_url
         old_values = {field: getattr(customer, field) for field in values}  # before the row is updated
-        updated = await repository.update_if_version(
-            session, customer.id, expected_version=customer.version, values=values
-        )
+        # A name edited here is this business's own: bee_auth_service's name updates stop at it (identity/).
+        written = {**values, "name_source": "local"} if "full_name" in values else values
+        try:
+            updated = await repository.update_if_version(
+                session, customer.id, expected_version=customer.version, values=written
+            )
+        except repository.EmailClash as exc:
+            raise EmailTaken() from exc
         if updated is not None:
             break
         # Another writer got in between our read and our write: decide again on the locked row.
@@ -143,15 +178,21 @@ async def update_customer(
         raise PreconditionFailed("The customer changed while it was being updated; retry.")
 
     await announce_update(session, customer=updated, changed=values, old_avatar_url=old_avatar, actor=actor)
+    await _record_update(session, updated, old_values, values, actor)
+    return updated
+
+
+async def _record_update(
+    session: AsyncSession, customer: Customer, old_values: dict[str, Any], values: dict[str, Any], actor: Principal
+) -> None:
     record = catalogue.AuditCustomerUpdated(
-        customer_id=updated.id,
-        business_id=updated.business_id,
+        customer_id=customer.id,
+        business_id=customer.business_id,
         actor=catalogue.Actor.of(actor),
         fields_changed=sorted(values),
         changes={field: catalogue.Change(old=old_values[field], new=new) for field, new in sorted(values.items())},
     )
     await audit.record(session, record)
-    return updated
 
 
 AdminExtras = tuple[list[dict[str, Any]], int]
@@ -164,6 +205,7 @@ async def announce_update(
     changed: dict[str, Any],
     old_avatar_url: str | None,
     actor: Principal,
+    source: str | catalogue.NotSent = catalogue.NOT_SENT,
 ) -> None:
     """The events of a profile change, in the caller's transaction: v1.customer.updated, and
     v1.customer.avatar_updated (old and new URL, spec 5.3) when the avatar changed."""
@@ -177,6 +219,7 @@ async def announce_update(
         # The fields bee_auth_service mirrors (spec 5.5) carry their new values; the rest only a name.
         email=changed.get("email", catalogue.NOT_SENT),
         phone=changed.get("phone", catalogue.NOT_SENT),
+        source=source,  # "auth" when mirrored from bee_auth_service: it ignores those (no loop)
     )
     await outbox.enqueue_event(session, updated)
     if "avatar_url" in changed:
@@ -290,3 +333,55 @@ async def profiles_of_user(session: AsyncSession, user_id: uuid.UUID) -> Sequenc
 async def delete_profiles(session: AsyncSession, customer_ids: Sequence[uuid.UUID]) -> int:
     """Delete these (locked) profiles: the last step of an erasure. Returns how many went."""
     return await repository.delete_many(session, customer_ids)
+
+
+async def email_taken_by_another(session: AsyncSession, *, customer: Customer, email: str) -> bool:
+    """Whether another profile of the customer's business holds `email` (lower(btrim(email)) compared)."""
+    holder = await repository.email_holder(session, business_id=customer.business_id, email=email)
+    return holder is not None and holder != customer.id
+
+
+async def apply_identity_change(
+    session: AsyncSession,
+    *,
+    user_id: uuid.UUID,
+    changes: dict[str, Any],
+    occurred_at: datetime,
+    actor: Principal,
+    settings: Settings,
+) -> str | None:
+    """Mirror a bee_auth_service account change into every profile of the user (identity/): `email`
+    and `phone` everywhere, `full_name` where name_source is 'auth'; profiles that reflect a newer
+    auth event (auth_synced_at) stay. Returns why the whole event is refused (nothing kept), or None."""
+    try:
+        wanted = {**changes, **({"phone": _phone(changes["phone"], settings)} if "phone" in changes else {})}
+    except InvalidInput as exc:
+        return f"invalid {exc.detail}"
+    plans: list[tuple[Customer, dict[str, Any]]] = []
+    for profile in await lock_profiles_of_user(session, user_id):
+        if profile.auth_synced_at is not None and profile.auth_synced_at > occurred_at:
+            continue  # an older event arriving late
+        values = {f: v for f, v in sorted(wanted.items()) if v != getattr(profile, f)}
+        if profile.name_source != "auth":
+            values.pop("full_name", None)
+        if "email" in values and await email_taken_by_another(session, customer=profile, email=values["email"]):
+            return f"email clash: another customer of business {profile.business_id} already uses the new email"
+        plans.append((profile, values))
+    for profile, values in plans:
+        if not values:  # nothing to change: only how far auth's events reached (no version bump, no event)
+            profile.auth_synced_at = occurred_at
+            continue
+        old_values = {field: getattr(profile, field) for field in values}
+        try:
+            updated = await repository.update_if_version(
+                session, profile.id, expected_version=profile.version, values={**values, "auth_synced_at": occurred_at}
+            )
+        except repository.EmailClash:  # taken meanwhile (the unique index)
+            return f"email clash: another customer of business {profile.business_id} already uses the new email"
+        assert updated is not None  # locked above: its version cannot have moved
+        await announce_update(
+            session, customer=updated, changed=values, old_avatar_url=None, actor=actor, source="auth"
+        )
+        await _record_update(session, updated, old_values, values, actor)
+    await session.flush()
+    return None

@@ -153,6 +153,7 @@ class CustomerUpdated(CustomerEvent):
     updated_at: Annotated[datetime, Meaning("when the profile was changed")]
     email: Annotated[str | NotSent, PERSONAL, Meaning("the new email, only when it changed")] = NOT_SENT
     phone: Annotated[str | NotSent | None, PERSONAL, Meaning("the new phone (E.164), only when it changed")] = NOT_SENT
+    source: Annotated[str | NotSent, Meaning("`auth`: mirrored from bee_auth_service (absent: an API call)")] = NOT_SENT
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

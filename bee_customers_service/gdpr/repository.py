@@ -4,7 +4,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Table, bindparam, delete, func, select, update
+from sqlalchemy import CursorResult, Table, bindparam, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -53,7 +53,25 @@ async def erase_rows(session: AsyncSession, customer_ids: list[uuid.UUID]) -> di
         result = await session.execute(delete(table).where(table.c.customer_id.in_(customer_ids)))
         counts[table.name] = cast(CursorResult[Any], result).rowcount
     counts["outbox"], counts["outbox_redacted"] = await scrub_outbox(session, customer_ids)
+    await forget_stored_answers(session, customer_ids)
     return counts
+
+
+# Every answer core/idempotency.py stores for a route about a customer names the customer's id in
+# its body (the profile, a tag, a note, statistics, an avatar): the way to find those answers.
+_FORGET_ANSWERS = text(
+    """
+    DELETE FROM idempotency_keys k
+    WHERE EXISTS (
+        SELECT 1 FROM unnest(CAST(:ids AS text[])) AS i(id) WHERE position(convert_to(i.id, 'UTF8') IN k.body) > 0
+    )
+    """
+)
+
+
+async def forget_stored_answers(session: AsyncSession, customer_ids: list[uuid.UUID]) -> None:
+    """Delete the stored Idempotency-Key answers about these customers: they hold their data for a day."""
+    await session.execute(_FORGET_ANSWERS, {"ids": [str(i) for i in customer_ids]})
 
 
 _OUTBOX = cast(Table, OutboxEvent.__table__)

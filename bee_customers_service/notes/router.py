@@ -7,6 +7,7 @@ from fastapi import APIRouter, Depends, Query
 from starlette.responses import Response
 
 from bee_customers_service.core.dependencies import ReadSessionDep, SessionDep, SettingsDep, require_json
+from bee_customers_service.core.idempotency import IdempotentRoute
 from bee_customers_service.core.openapi import problems
 from bee_customers_service.core.responses import json_response
 from bee_customers_service.core.security import AdminCaller
@@ -15,7 +16,7 @@ from bee_customers_service.notes import service
 from bee_customers_service.notes.dependencies import NoteByCaller
 from bee_customers_service.notes.schemas import NoteListParams, NotePage, NoteView
 
-router = APIRouter(prefix="/customers/{customer_id}/notes", tags=["notes"])
+router = APIRouter(prefix="/customers/{customer_id}/notes", tags=["notes"], route_class=IdempotentRoute)
 
 
 @router.post(

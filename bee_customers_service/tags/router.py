@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends
 from starlette.responses import Response
 
 from bee_customers_service.core.dependencies import ReadSessionDep, SessionDep, require_json
+from bee_customers_service.core.idempotency import IdempotentRoute
 from bee_customers_service.core.openapi import problems
 from bee_customers_service.core.responses import json_response
 from bee_customers_service.core.security import AdminCaller
@@ -13,7 +14,7 @@ from bee_customers_service.customers.dependencies import AdminOfCustomer, AdminO
 from bee_customers_service.tags import service
 from bee_customers_service.tags.schemas import TagCreate, TagList, TagView
 
-router = APIRouter(prefix="/customers/{customer_id}/tags", tags=["tags"])
+router = APIRouter(prefix="/customers/{customer_id}/tags", tags=["tags"], route_class=IdempotentRoute)
 
 
 @router.post(

@@ -11,6 +11,7 @@ PROBLEM = "application/problem+json"
 
 OPERATION_IDS = {
     ("POST", "/customers"): "create_customer",
+    ("PUT", "/businesses/{business_id}/customers/{user_id}"): "get_or_create_customer",
     ("GET", "/customers"): "search_customers",
     ("GET", "/customers/{customer_id}"): "get_customer",
     ("PATCH", "/customers/{customer_id}"): "update_customer",

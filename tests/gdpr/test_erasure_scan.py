@@ -30,7 +30,8 @@ from tests.services import RABBITMQ_URL, require_service
 
 # Column types a value can be written into as text (arrays of them too), by `udt_name`.
 TEXT_LIKE = ("text", "varchar", "bpchar", "json", "jsonb", "citext", "name")
-SCANNED_TYPES = (*TEXT_LIKE, *(f"_{t}" for t in TEXT_LIKE))
+# bytea too (stored answers of Idempotency-Key), read as escaped text: ASCII values show as written.
+SCANNED_TYPES = (*TEXT_LIKE, *(f"_{t}" for t in TEXT_LIKE), "bytea")
 
 
 def _word(length: int = 10) -> str:
@@ -83,12 +84,14 @@ async def _build(client, world, person: Person, *, business_id: uuid.UUID | None
         **({"user_id": str(user_id)} if user_id else {}),
     )
     cid = customer["id"]
+    # With Idempotency-Key: the stored answers hold the note and the new name, email and phone.
+    keyed = {**admin.headers, "Idempotency-Key": uuid.uuid4().hex}
     tagged = await client.post(f"/customers/{cid}/tags", json={"label": "Regular"}, headers=admin.headers)
-    noted = await client.post(f"/customers/{cid}/notes", json={"content": person.note}, headers=admin.headers)
+    noted = await client.post(f"/customers/{cid}/notes", json={"content": person.note}, headers=keyed)
     patched = await client.patch(
         f"/customers/{cid}",
         json={"full_name": person.names[1], "email": person.emails[1], "phone": person.phones[1]},
-        headers=admin.headers,
+        headers={**admin.headers, "Idempotency-Key": uuid.uuid4().hex},
     )
     avatar = await client.patch(f"/customers/{cid}", json={"avatar_url": person.avatar_url}, headers=admin.headers)
     assert [r.status_code for r in (tagged, noted, patched, avatar)] == [201, 201, 200, 200], [
@@ -97,18 +100,18 @@ async def _build(client, world, person: Person, *, business_id: uuid.UUID | None
     return customer
 
 
-async def _text_columns(engine) -> list[tuple[str, str]]:
+async def _text_columns(engine) -> list[tuple[str, str, str]]:
     async with engine.connect() as connection:
         rows = await connection.execute(
             text(
-                "SELECT c.table_name, c.column_name FROM information_schema.columns c"
+                "SELECT c.table_name, c.column_name, c.udt_name FROM information_schema.columns c"
                 " JOIN information_schema.tables t USING (table_schema, table_name)"
                 " WHERE c.table_schema = 'public' AND t.table_type = 'BASE TABLE' AND c.udt_name = ANY(:types)"
                 " ORDER BY 1, 2"
             ),
             {"types": list(SCANNED_TYPES)},
         )
-        return [(row.table_name, row.column_name) for row in rows]
+        return [(row.table_name, row.column_name, row.udt_name) for row in rows]
 
 
 def _like(value: str) -> str:
@@ -120,10 +123,11 @@ async def _scan(engine, needles: list[str]) -> list[tuple[str, str, str]]:
     columns = await _text_columns(engine)
     found: list[tuple[str, str, str]] = []
     async with engine.connect() as connection:
-        for table, column in columns:
+        for table, column, udt in columns:
+            value = f"encode(\"{column}\", 'escape')" if udt == "bytea" else f'"{column}"::text'
             for needle in needles:
                 hit = await connection.scalar(
-                    text(f'SELECT EXISTS (SELECT 1 FROM public."{table}" WHERE "{column}"::text ILIKE :p)'),  # noqa: S608
+                    text(f'SELECT EXISTS (SELECT 1 FROM public."{table}" WHERE {value} ILIKE :p)'),  # noqa: S608
                     {"p": _like(needle)},
                 )
                 if hit:
@@ -132,10 +136,11 @@ async def _scan(engine, needles: list[str]) -> list[tuple[str, str, str]]:
 
 
 async def _scan_finds_nothing(engine, person: Person) -> None:
-    columns = await _text_columns(engine)
+    columns = {(table, column) for table, column, _udt in await _text_columns(engine)}
     # The scan reaches the tables that held the values (a sanity check of the discovery itself).
     assert {("customers", "full_name"), ("outbox", "payload"), ("customer_notes", "content")} <= set(columns)
     assert ("customer_name_words", "word") in columns and ("gdpr_requests", "email_fingerprints") in columns
+    assert ("idempotency_keys", "body") in columns
     assert await _scan(engine, person.needles()) == []
 
 
