@@ -18,10 +18,11 @@ the OpenAPI document) and sees the `Response` the endpoint returns (every route 
   session after the endpoint returns, so `core/db.get_session` commits the change and its record
   together: they cannot diverge. A retry with the same fingerprint is answered from the record with
   `Idempotent-Replayed: true`; another fingerprint is a 422 `idempotency-key-reused`.
-- Only the answers the endpoint returns are stored (2xx here). Errors are raised, which rolls the
-  transaction back: there is no change to protect and no transaction left to store them in, so a
-  retry with the key runs again (a departure from Stripe, which stores 4xx too). A 5xx is never
-  stored either, and its rollback releases the key.
+- As Stripe does, the answer is stored once the endpoint has run, a refusal (a 4xx the service
+  raised: 409, 412, 422 of a business rule) too: the wrapper rolls back what the endpoint wrote,
+  takes the lock again and stores the problem answer, which get_session then commits alone.
+  Refusals before the endpoint runs (validation, authentication, a customer not found by its
+  loader) are not stored, and neither is a 5xx: its rollback releases the key, so a retry runs again.
 - Routes that commit through a sessionmaker of their own (avatar upload) get the lock and the record
   in the `SessionDep` transaction beside theirs: the record commits just after their change. If that
   write fails, a retry runs again (what happens without a key).
@@ -53,7 +54,7 @@ from starlette.responses import Response
 
 from bee_customers_service.core.db import Base
 from bee_customers_service.core.dependencies import PrincipalDep, SessionDep
-from bee_customers_service.core.errors import Conflict, InvalidInput
+from bee_customers_service.core.errors import Conflict, DomainError, InvalidInput, domain_problem
 
 log = structlog.get_logger(__name__)
 
@@ -105,12 +106,22 @@ class Claim:
     caller: uuid.UUID
     key: str
     request_hash: str
+    request: Request
     replay: Response | None = None
+
+    async def lock(self) -> bool:
+        """The advisory lock of (caller, key) for this transaction; False when another request holds it."""
+        return bool(
+            await self.session.scalar(
+                text("SELECT pg_try_advisory_xact_lock(hashtextextended(:name, 0))"),
+                {"name": f"idempotency:{self.caller}:{self.key}"},
+            )
+        )
 
     async def record(self, response: Response) -> None:
         body = getattr(response, "body", None)
-        if response.status_code >= 400 or not isinstance(body, bytes):
-            return  # errors and streams are not stored (module docstring)
+        if response.status_code >= 500 or not isinstance(body, bytes):
+            return  # server errors and streams are not stored (module docstring)
         headers = {name: response.headers[name] for name in KEPT_HEADERS if name in response.headers}
         await self.session.execute(
             text(
@@ -157,12 +168,8 @@ async def claim_key(
 ) -> Claim | None:
     if idempotency_key is None:
         return None
-    claim = Claim(session, principal.user_id, idempotency_key, await _fingerprint(request))
-    locked = await session.scalar(
-        text("SELECT pg_try_advisory_xact_lock(hashtextextended(:name, 0))"),
-        {"name": f"idempotency:{claim.caller}:{claim.key}"},
-    )
-    if not locked:
+    claim = Claim(session, principal.user_id, idempotency_key, await _fingerprint(request), request)
+    if not await claim.lock():
         raise IdempotencyKeyInProgress()
     ttl_seconds = request.app.state.settings.idempotency_ttl_hours * 3600
     stored = (
@@ -200,7 +207,16 @@ def idempotent(endpoint: Callable[..., Awaitable[Response]]) -> Callable[..., Aw
         claim: Claim | None = kwargs.pop(_PARAMETER)
         if claim is not None and claim.replay is not None:
             return claim.replay
-        response = await endpoint(*args, **kwargs)
+        try:
+            response = await endpoint(*args, **kwargs)
+        except DomainError as exc:
+            if claim is None or exc.status >= 500:
+                raise
+            # A refusal is the answer to this key too: undo what the endpoint wrote, keep the answer.
+            await claim.session.rollback()
+            if not await claim.lock():  # the rollback released it, and another request took it
+                raise IdempotencyKeyInProgress() from exc
+            response = domain_problem(exc, claim.request)
         if claim is not None:
             await claim.record(response)
         return response

@@ -5,6 +5,7 @@ import uuid
 
 import pytest
 from fastapi.routing import APIRoute
+from sqlalchemy import text
 
 from bee_customers_service.core.idempotency import IdempotentRoute, purge_expired
 from tests.avatars import crafted
@@ -114,16 +115,31 @@ async def test_concurrent_requests_with_one_key_change_once(client, world, fetch
     assert retry.status_code == 201 and retry.headers["idempotent-replayed"] == "true"
 
 
-async def test_errors_are_not_stored_and_a_retry_runs_again(client, world, fetch):
+async def test_a_refusal_is_stored_and_replayed_and_what_the_endpoint_wrote_is_undone(client, world, fetch):
+    # Stripe's semantics: once the endpoint has run, its answer (a 409 here) is the key's answer.
     customer = await world.create_customer(client)
-    headers = {**_with_key(world.admin), "If-Match": '"999"'}
-    url = f"/customers/{customer['id']}"
+    tags_url = f"/customers/{customer['id']}/tags"
+    assert (await client.post(tags_url, json={"label": "VIP"}, headers=world.admin.headers)).status_code == 201
+    headers = _with_key(world.admin)
+    body = {"labels": ["Regular", "VIP"]}  # "Regular" is inserted first, then "VIP" clashes
 
-    refused = await client.patch(url, json={"full_name": "Ana Maria"}, headers=headers)
-    assert refused.status_code == 412
+    refused = await client.post(tags_url, json=body, headers=headers)
+    replayed = await client.post(tags_url, json=body, headers=headers)
+
+    assert refused.status_code == 409 and "idempotent-replayed" not in refused.headers
+    assert (replayed.status_code, replayed.content) == (409, refused.content)
+    assert replayed.headers["idempotent-replayed"] == "true"
+    labels = await fetch("SELECT label FROM customer_tags WHERE customer_id = :c", c=uuid.UUID(customer["id"]))
+    assert [row["label"] for row in labels] == ["VIP"]  # the refused request left nothing behind
+    assert len(await _records(fetch, world.admin)) == 1
+
+
+async def test_a_refusal_before_the_endpoint_runs_is_not_stored(client, world, fetch):
+    headers = _with_key(world.admin)
+    url = f"/customers/{uuid.uuid4()}"  # no such customer: its loader answers 404 before the endpoint
+
+    assert (await client.patch(url, json={"full_name": "Ana Maria"}, headers=headers)).status_code == 404
     assert await _records(fetch, world.admin) == []
-    retried = await client.patch(url, json={"full_name": "Ana Maria"}, headers={**headers, "If-Match": '"1"'})
-    assert retried.status_code == 200 and "idempotent-replayed" not in retried.headers
 
 
 @pytest.mark.parametrize("key", ["", "x" * 256, "caf\u00e9".encode("latin-1"), "tab\there"])
@@ -146,8 +162,6 @@ async def test_expired_records_are_ignored_and_purged(app, client, world, fetch,
     headers = _with_key(world.service)
     assert (await client.post("/customers", json=body, headers=headers)).status_code == 201
     async with engine.begin() as connection:
-        from sqlalchemy import text
-
         await connection.execute(
             text("UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE caller = :c"),
             {"c": world.service.user_id},
@@ -155,9 +169,15 @@ async def test_expired_records_are_ignored_and_purged(app, client, world, fetch,
     fresh = _with_key(world.service)
     assert (await client.post("/customers", json=world.profile(), headers=fresh)).status_code == 201
 
-    # An expired record is no replay: the request runs again (here: the profile exists, 409).
+    # An expired record is no replay: the request runs again (here: the profile exists, 409), and
+    # its answer replaces the expired one.
     again = await client.post("/customers", json=body, headers=headers)
     assert again.status_code == 409 and "idempotent-replayed" not in again.headers
+    async with engine.begin() as connection:
+        await connection.execute(
+            text("UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE key = :k"),
+            {"k": headers["Idempotency-Key"]},
+        )
 
     purged = await purge_expired(app.state.database.engine, app.state.settings.idempotency_ttl_hours)
     assert purged >= 1
