@@ -104,13 +104,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_request_body_bytes, metrics=request_metrics)
 
     app.include_router(health.router)
+    app.include_router(search_router)  # first: GET /customers/export before /customers/{customer_id}
     app.include_router(customers_router)
     app.include_router(gdpr_router)
     app.include_router(avatars_router)
     if settings.avatar_storage == "local":
         app.include_router(avatar_files_router)
     app.include_router(activity_router)
-    app.include_router(search_router)
     app.include_router(tags_router)
     app.include_router(notes_router)
     return app

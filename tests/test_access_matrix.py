@@ -126,6 +126,7 @@ ROUTES: list[Row] = [
     Row("GET", "/customers/{customer_id}/history", "self_or_admin", 200),
     Row("POST", "/customers/{customer_id}/stats/recompute", "admin_of_customer", 200),
     Row("GET", "/customers", "admin_of_business", 200, params=lambda c: {"business_id": str(c.business_id)}),
+    Row("GET", "/customers/export", "admin_of_business", 200, params=lambda c: {"business_id": str(c.business_id)}),
     Row("POST", "/customers/{customer_id}/tags", "admin_of_customer", 201, body=lambda c: {"label": "VIP"}),
     Row("GET", "/customers/{customer_id}/tags", "admin_of_customer", 200),
     Row("DELETE", "/customers/{customer_id}/tags/{tag_id}", "admin_of_customer", 204, setup=_make_tag),

@@ -12,7 +12,6 @@ import colorsys
 import hashlib
 import html
 import io
-import unicodedata
 import uuid
 import warnings
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 from PIL import Image, ImageFile, ImageOps, PngImagePlugin
 
 from bee_customers_service.core.errors import DomainError, InvalidInput, UnsupportedMediaType
+from bee_customers_service.customers.avatar_links import initials
 
 # Pillow's limits, set explicitly rather than trusted to defaults:
 # - truncated files are errors, never half-decoded images;
@@ -153,37 +153,6 @@ def clean_avatar(data: bytes, *, max_dimension: int) -> CleanImage:
 
 SVG_SIZE = 128
 WHITE_TEXT_MIN_CONTRAST = 4.5  # WCAG AA for normal text; our large text would need only 3
-
-
-def initials(full_name: str) -> str:
-    """Up to two initials: first and last word ("Ștefan Popescu" -> "ȘP"); one for a single name.
-
-    Works on NFC text and keeps a letter's combining marks, so decomposed input ("S" + U+0326)
-    gives the same initial as the precomposed one. Words without a letter or digit are skipped.
-    """
-    letters: list[str] = []
-    for word in unicodedata.normalize("NFC", full_name).split():
-        initial = _first_letter(word)
-        if initial:
-            letters.append(initial)
-    if not letters:
-        return "?"
-    chosen = letters[:1] if len(letters) == 1 else [letters[0], letters[-1]]
-    return "".join(chosen)
-
-
-def _first_letter(word: str) -> str:
-    for index, char in enumerate(word):
-        if char.isalnum():
-            marks = ""
-            for follower in word[index + 1 :]:
-                if not unicodedata.combining(follower):
-                    break
-                marks += follower
-            upper = char.upper()
-            # "ß".upper() is "SS": keep one character per initial.
-            return unicodedata.normalize("NFC", (upper if len(upper) == 1 else char) + marks)
-    return ""
 
 
 def _relative_luminance(rgb: tuple[int, int, int]) -> float:

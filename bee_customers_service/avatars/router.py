@@ -1,5 +1,6 @@
 """HTTP surface of avatars: upload, remove, read (redirect or generated SVG), and local files."""
 
+import uuid
 from pathlib import Path
 from typing import Annotated
 
@@ -150,6 +151,26 @@ async def get_avatar(
     headers = {**_SVG_HEADERS, "ETag": generated.etag}
     if _etag_matches(if_none_match, generated.etag):
         return Response(status_code=304, headers=headers)
+    return Response(generated.svg, media_type="image/svg+xml", headers=headers)
+
+
+@router.get(
+    "/{customer_id}/avatar/generated/{token}.svg",
+    response_class=Response,
+    include_in_schema=False,  # a public image URL handed out in `avatar_url`, like the stored files
+)
+async def public_generated_avatar(
+    customer_id: uuid.UUID, token: SafeStr, session: ReadSessionDep, settings: SettingsDep
+) -> Response:
+    """No bearer token (an <img src> cannot send one): the URL's HMAC token is the credential.
+
+    The token covers the id and the initials, so the bytes behind one URL never change (cached for
+    a year); a rename that changes the initials hands out a new URL, an erased customer is a 404.
+    """
+    generated = await service.public_generated_avatar(session, settings, customer_id, token)
+    if generated is None:
+        raise NotFound("No such avatar.")
+    headers = {**_SVG_HEADERS, "Cache-Control": CACHE_FOREVER, "ETag": generated.etag}
     return Response(generated.svg, media_type="image/svg+xml", headers=headers)
 
 

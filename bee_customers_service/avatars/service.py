@@ -14,6 +14,7 @@ The lock is not held while the body streams in or the image is decoded.
 """
 
 import hashlib
+import hmac
 import uuid
 from dataclasses import dataclass
 from functools import partial
@@ -24,8 +25,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bee_customers_service.avatars import images
 from bee_customers_service.avatars.storage import AvatarStorage, StorageError, customer_prefix, object_key
+from bee_customers_service.core.config import Settings
 from bee_customers_service.core.errors import CustomerNotFound, DomainError
 from bee_customers_service.core.security import Principal
+from bee_customers_service.customers import avatar_links
 from bee_customers_service.customers import service as customers_service
 from bee_customers_service.customers.models import Customer
 
@@ -209,3 +212,27 @@ def generated_avatar(customer: Customer) -> GeneratedAvatar:
     """The initials SVG and its strong ETag (a hash of the bytes: it changes with the name)."""
     svg = images.initials_svg(customer.id, customer.full_name)
     return GeneratedAvatar(svg=svg, etag=f'"{hashlib.sha256(svg).hexdigest()[:32]}"')
+
+
+# --- the public URL of the generated avatar (customers/avatar_links.py) --------------------------
+
+
+def generated_path(settings: Settings, customer_id: uuid.UUID, full_name: str) -> str:
+    """The public, cacheable path of the generated avatar (`GET` it without a token)."""
+    return avatar_links.generated_path(
+        avatar_links.link_key(settings.cursor_secret.get_secret_value()), customer_id, full_name
+    )
+
+
+async def public_generated_avatar(
+    session: AsyncSession, settings: Settings, customer_id: uuid.UUID, token: str
+) -> GeneratedAvatar | None:
+    """The generated avatar when `token` is the customer's current one; None when missing or stale."""
+    customer = await customers_service.find_by_id_unscoped(session, customer_id)
+    if customer is None:
+        return None
+    key = avatar_links.link_key(settings.cursor_secret.get_secret_value())
+    expected = avatar_links.generated_token(key, customer.id, customer.full_name)
+    if not hmac.compare_digest(expected, token):
+        return None
+    return generated_avatar(customer)

@@ -22,6 +22,7 @@ from bee_customers_service.customers.schemas import (
     CustomerProfileIn,
     CustomerUpdate,
     CustomerView,
+    view_context,
 )
 
 # No prefix: PUT /businesses/{business_id}/customers/{user_id} lives here too.
@@ -48,7 +49,7 @@ async def create_customer(
 ) -> Response:
     customer = await service.create_customer(session, data=data, settings=settings, actor=_caller)
     return json_response(
-        CustomerView.model_validate(customer),
+        CustomerView.model_validate(customer, context=view_context(settings)),
         status_code=201,
         headers={"Location": f"/customers/{customer.id}", "ETag": etag(customer.version)},
     )
@@ -76,7 +77,8 @@ async def get_or_create_customer(
     headers = {"ETag": etag(customer.version)}
     if created:
         headers["Location"] = f"/customers/{customer.id}"
-    return json_response(CustomerView.model_validate(customer), status_code=201 if created else 200, headers=headers)
+    view = CustomerView.model_validate(customer, context=view_context(settings))
+    return json_response(view, status_code=201 if created else 200, headers=headers)
 
 
 @router.get(
@@ -85,8 +87,10 @@ async def get_or_create_customer(
     responses={**_views, **problems(404)},
     summary="Read a profile",
 )
-async def get_customer(customer_id: uuid.UUID, database: DatabaseDep, scope: SelfOrAdminScope) -> Response:
-    view = await service.read_view(database, customer_id, scope)
+async def get_customer(
+    customer_id: uuid.UUID, database: DatabaseDep, settings: SettingsDep, scope: SelfOrAdminScope
+) -> Response:
+    view = await service.read_view(database, customer_id, scope, view_context(settings))
     return json_response(view, headers={"ETag": etag(view.version)})
 
 
@@ -125,4 +129,5 @@ async def update_customer(
     updated = await service.update_customer(
         session, customer=customer, changes=changes, expected_versions=expected, actor=principal, settings=settings
     )
-    return json_response(service.render_view(updated, extras), headers={"ETag": etag(updated.version)})
+    view = service.render_view(updated, extras, view_context(settings))
+    return json_response(view, headers={"ETag": etag(updated.version)})

@@ -3,14 +3,24 @@
 import re
 import uuid
 from datetime import date, datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
 from urllib.parse import urlsplit
 
 import langcodes
-from pydantic import AfterValidator, BeforeValidator, EmailStr, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    EmailStr,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    model_validator,
+)
 
+from bee_customers_service.core.config import Settings
 from bee_customers_service.core.schemas import InputModel, Money, OutputModel
 from bee_customers_service.core.types import SafeStr, storable_text, visible_text
+from bee_customers_service.customers import avatar_links
 
 Gender = Literal["male", "female", "other"]
 Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
@@ -129,7 +139,32 @@ class CustomerUpdate(InputModel):
         return data
 
 
-class CustomerView(OutputModel):
+AVATAR_LINK_KEY = "avatar_link_key"
+
+
+def view_context(settings: Settings) -> dict[str, Any]:
+    """What a view needs beyond the row (`model_validate(..., context=...)`): the avatar links' key."""
+    return {AVATAR_LINK_KEY: avatar_links.link_key(settings.cursor_secret.get_secret_value())}
+
+
+class ShowsAvatar(OutputModel):
+    """A view with `id`, `full_name` and `avatar_url`. Built with `view_context`, a customer without
+    an uploaded avatar shows its generated one: a public URL an <img> can load (avatar_links.py)."""
+
+    if TYPE_CHECKING:  # declared by each view, in its own field order
+        id: uuid.UUID
+        full_name: str
+        avatar_url: str | None
+
+    @model_validator(mode="after")
+    def _generated_avatar(self, info: ValidationInfo) -> Self:
+        key = info.context.get(AVATAR_LINK_KEY) if isinstance(info.context, dict) else None
+        if key is not None and self.avatar_url is None:
+            self.avatar_url = avatar_links.generated_path(key, self.id, self.full_name)
+        return self
+
+
+class CustomerView(ShowsAvatar):
     """The profile as the customer themselves sees it: never tags or notes."""
 
     id: uuid.UUID

@@ -243,24 +243,30 @@ async def admin_extras_for(session: AsyncSession, customer: Customer, principal:
     return await repository.admin_extras(session, customer.id)
 
 
-def render_view(customer: Customer, extras: AdminExtras | None) -> CustomerView:
+def render_view(customer: Customer, extras: AdminExtras | None, context: dict[str, Any]) -> CustomerView:
     """The admin view when `extras` were loaded for an admin, the customer's own view otherwise."""
     if extras is None:
-        return CustomerView.model_validate(customer)
+        return CustomerView.model_validate(customer, context=context)
     tags, notes_count = extras
     return AdminCustomerView.model_validate(
-        {**CustomerView.model_validate(customer).model_dump(), "tags": tags, "notes_count": notes_count}
+        {
+            **CustomerView.model_validate(customer, context=context).model_dump(),
+            "tags": tags,
+            "notes_count": notes_count,
+        }
     )
 
 
-async def read_view(database: Database, customer_id: uuid.UUID, scope: CustomerScope) -> CustomerView:
+async def read_view(
+    database: Database, customer_id: uuid.UUID, scope: CustomerScope, context: dict[str, Any]
+) -> CustomerView:
     """The profile as this caller may see it (its own view, or an admin's with tags and note count),
     in one statement; 404 when `scope` does not reach it."""
     row = await repository.read_visible_profile(database, customer_id, scope, with_admin_extras=bool(scope.admin_of))
     if row is None:
         raise CustomerNotFound(customer_id)
     view_type = AdminCustomerView if scope.is_admin_of(row["business_id"]) else CustomerView
-    return view_type.model_validate(row)
+    return view_type.model_validate(row, context=context)
 
 
 async def find_visible(
@@ -271,6 +277,12 @@ async def find_visible(
     if customer is None:
         raise CustomerNotFound(customer_id)
     return customer
+
+
+async def find_by_id_unscoped(session: AsyncSession, customer_id: uuid.UUID) -> Customer | None:
+    """The customer by id with no tenant scope: only for the public generated-avatar URL, whose HMAC
+    token proves the caller was handed the URL (customers/avatar_links.py)."""
+    return await session.get(Customer, customer_id)
 
 
 async def set_avatar_url(

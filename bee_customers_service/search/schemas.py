@@ -9,7 +9,7 @@ from pydantic import Field, StringConstraints
 from bee_customers_service.core.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from bee_customers_service.core.schemas import InputModel, Money, OutputModel
 from bee_customers_service.core.types import NonNegativeInt4, NonNegativeMoneyInput, SafeDatetime, SafeStr
-from bee_customers_service.customers.schemas import Gender
+from bee_customers_service.customers.schemas import Gender, ShowsAvatar
 from bee_customers_service.tags.schemas import Label
 
 SortField = Literal["created_at", "full_name", "last_order_date", "lifetime_value"]
@@ -27,8 +27,8 @@ Timestamp = SafeDatetime
 SearchText = Annotated[SafeStr, StringConstraints(min_length=1, max_length=100)]
 
 
-class SearchParams(InputModel):
-    """Query parameters; unknown parameters are refused (422) so a typo never silently widens a search."""
+class SearchCriteria(InputModel):
+    """The search's filters (no paging, no sort): shared by the search and the export."""
 
     business_id: uuid.UUID
     query: SearchText | None = Field(
@@ -44,6 +44,11 @@ class SearchParams(InputModel):
     last_order_before: date | None = Field(default=None, description="last_order_date < this (exclusive)")
     min_orders: NonNegativeInt4 | None = None  # total_orders is int4: a wider bound overflows the comparison
     min_lifetime_value: NonNegativeMoneyInput | None = None
+
+
+class SearchParams(SearchCriteria):
+    """Query parameters; unknown parameters are refused (422) so a typo never silently widens a search."""
+
     sort: SortField = "created_at"
     order: Literal["asc", "desc"] | None = Field(default=None, description="Default depends on `sort`.")
     limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
@@ -55,7 +60,7 @@ class SearchParams(InputModel):
         return self.order or DEFAULT_ORDER[self.sort]
 
 
-class SearchItem(OutputModel):
+class SearchItem(ShowsAvatar):
     """What an admin list view shows per customer, without a second call."""
 
     id: uuid.UUID
@@ -73,3 +78,12 @@ class SearchPage(OutputModel):
     items: list[SearchItem]
     next_cursor: str | None = None
     total: int | None = Field(default=None, description="Only with include_total=true.")
+
+
+ExportFormat = Literal["csv", "ndjson"]
+
+
+class ExportParams(SearchCriteria):
+    """GET /customers/export: the search's filters and the file format; always in (created_at, id) order."""
+
+    format: ExportFormat = Field(default="csv", description="`csv` (RFC 4180, a header row) or `ndjson`.")

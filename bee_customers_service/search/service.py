@@ -9,9 +9,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bee_customers_service.core.config import Settings
 from bee_customers_service.core.pagination import CursorCodec
+from bee_customers_service.customers.schemas import view_context
 from bee_customers_service.search import repository
 from bee_customers_service.search.repository import SORT_TYPES, SearchFilters, interpret_query
-from bee_customers_service.search.schemas import SearchItem, SearchPage, SearchParams
+from bee_customers_service.search.schemas import SearchCriteria, SearchItem, SearchPage, SearchParams
 
 # Everything but paging: a cursor is only valid for the search (and ordering) that handed it out.
 _PAGING_FIELDS = {"cursor", "limit", "include_total"}
@@ -29,7 +30,7 @@ def _scope(params: SearchParams) -> str:
     return f"search:v1:{digest}"
 
 
-def filters_from(params: SearchParams) -> SearchFilters:
+def filters_from(params: SearchCriteria) -> SearchFilters:
     return SearchFilters(
         business_id=params.business_id,
         query=interpret_query(params.query) if params.query else None,
@@ -65,6 +66,9 @@ async def search_customers(session: AsyncSession, *, params: SearchParams, setti
 
     page_rows, next_cursor = cursors.page_of(rows, params.limit, key=key, scope=scope)
     total = await repository.count(session, filters) if params.include_total else None
+    context = view_context(settings)
     return SearchPage(
-        items=[SearchItem.model_validate(row._mapping) for row in page_rows], next_cursor=next_cursor, total=total
+        items=[SearchItem.model_validate(row._mapping, context=context) for row in page_rows],
+        next_cursor=next_cursor,
+        total=total,
     )

@@ -13,6 +13,7 @@ OPERATION_IDS = {
     ("POST", "/customers"): "create_customer",
     ("PUT", "/businesses/{business_id}/customers/{user_id}"): "get_or_create_customer",
     ("GET", "/customers"): "search_customers",
+    ("GET", "/customers/export"): "export_customers",
     ("GET", "/customers/{customer_id}"): "get_customer",
     ("PATCH", "/customers/{customer_id}"): "update_customer",
     ("DELETE", "/customers/{customer_id}"): "erase_customer",

@@ -6,6 +6,8 @@ from decimal import Decimal
 
 import pytest
 
+from bee_customers_service.avatars.service import generated_path
+
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
 
@@ -107,7 +109,8 @@ async def test_listing_defaults_to_newest_first_with_list_view_fields(client, wo
         "full_name": "Ștefan Popescu",
         "email": "stefan.popescu@example.com",
         "phone": "+40712345678",
-        "avatar_url": None,
+        # No upload: the generated avatar's public URL, which an <img> loads (issue 19).
+        "avatar_url": generated_path(world.settings, uuid.UUID(people["stefan"]["id"]), "Ștefan Popescu"),
         "tags": ["Frequent", "VIP"],
         "total_orders": 12,
         "lifetime_value": 2750.0,
