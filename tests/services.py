@@ -8,9 +8,12 @@ import asyncio
 import os
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -112,3 +115,37 @@ def wait_for_http(url: str, process: subprocess.Popen[bytes], *, timeout: float,
             pass
         time.sleep(interval)
     raise AssertionError(f"{what} did not answer {url} within {timeout:g} s")
+
+
+@contextmanager
+def serving(**env: str) -> Iterator[str]:
+    """`bee-customers serve` in its own process on a free port, with only the given BEE_* settings
+    (plus quiet defaults: no relay, no consumers, warnings only); yields its base URL."""
+    port = free_port()
+    clean = {key: value for key, value in os.environ.items() if not key.startswith("BEE_")}
+    clean.update(
+        BEE_RELAY_ENABLED="false",
+        BEE_ACTIVITY_CONSUMER_ENABLED="false",
+        BEE_AUTH_CONSUMER_ENABLED="false",
+        BEE_LOG_LEVEL="warning",
+        BEE_IP_RATE_LIMIT="100000/minute",
+    )
+    clean.update(env)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bee_customers_service.cli", "serve", "--port", str(port)],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=clean,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{base_url}/healthcheck", process, timeout=60, interval=0.2, what="the server")
+        yield base_url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -1,10 +1,6 @@
 """The generated avatar at a public, cacheable, unguessable URL: an <img src> needs no bearer token."""
 
-import os
 import re
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +12,8 @@ from bee_customers_service.avatars import service
 from bee_customers_service.avatars.storage import CACHE_FOREVER
 from tests.avatars import crafted
 from tests.conftest import JWT_SECRET, make_settings, token_headers
-from tests.core.test_docs import ROOT, _browser, _chromium
-from tests.services import free_port
+from tests.core.test_docs import _browser, _chromium
+from tests.services import serving
 
 
 async def _generated(client, world, settings, **profile):
@@ -101,46 +97,14 @@ CURSOR_SECRET = "browser-test-cursor-secret-0123456789abcdef"
 @pytest.fixture(scope="module")
 def served(database_url, tmp_path_factory) -> Iterator[str]:
     """`bee-customers serve` in its own process, with the local avatar store in a temporary directory."""
-    port = free_port()
-    env = {key: value for key, value in os.environ.items() if not key.startswith("BEE_")}
-    env.update(
+    with serving(
         BEE_DATABASE_URL=database_url,
         BEE_JWT_SECRET=JWT_SECRET,
         BEE_CURSOR_SECRET=CURSOR_SECRET,
         BEE_DATA_DIR=str(tmp_path_factory.mktemp("avatars-data")),
         BEE_AVATAR_STORAGE="local",
-        BEE_RELAY_ENABLED="false",
-        BEE_ACTIVITY_CONSUMER_ENABLED="false",
-        BEE_LOG_LEVEL="warning",
-        BEE_IP_RATE_LIMIT="100000/minute",
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bee_customers_service.cli", "serve", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, "the server exited during start-up"
-            try:
-                if httpx.get(f"{base_url}/healthcheck", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.2)
+    ) as base_url:
         yield base_url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 _PAGE = """<!doctype html>

@@ -13,19 +13,17 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import httpx
 import pytest
 from PIL import Image
 
 from bee_customers_service.core.docs import STATIC_URL
 from tests.conftest import JWT_SECRET
-from tests.services import IN_CI, free_port
+from tests.services import IN_CI, serving
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 PAGES = ("/docs", "/redoc")
@@ -136,43 +134,8 @@ def test_a_missing_chromium_fails_under_ci_and_skips_locally(monkeypatch, in_ci,
 @pytest.fixture(scope="module")
 def served(database_url) -> Iterator[str]:
     """`bee-customers serve` in its own process, on its default host (127.0.0.1)."""
-    port = free_port()
-    env = {key: value for key, value in os.environ.items() if not key.startswith("BEE_")}
-    env.update(
-        BEE_DATABASE_URL=database_url,
-        BEE_JWT_SECRET=JWT_SECRET,
-        BEE_RELAY_ENABLED="false",
-        BEE_ACTIVITY_CONSUMER_ENABLED="false",
-        BEE_LOG_LEVEL="warning",
-        BEE_IP_RATE_LIMIT="100000/minute",
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bee_customers_service.cli", "serve", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, "the server exited during start-up"
-            try:
-                if httpx.get(f"{base_url}/healthcheck", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.2)
+    with serving(BEE_DATABASE_URL=database_url, BEE_JWT_SECRET=JWT_SECRET) as base_url:
         yield base_url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _chromium(url: str, *args: str) -> subprocess.CompletedProcess[str]:
