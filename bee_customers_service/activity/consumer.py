@@ -12,28 +12,23 @@ from typing import Any
 
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractQueue
-from sqlalchemy.exc import DBAPIError
 
 from bee_customers_service.activity import contract
 from bee_customers_service.activity import service as activity_service
 from bee_customers_service.activity.contract import Change, Rejected
 from bee_customers_service.core.config import Settings
-from bee_customers_service.core.db import Database
+from bee_customers_service.core.db import Database, retrying_conflicts
 from bee_customers_service.events.broker import short_error
 from bee_customers_service.events.consumer import (
     ConsumerOptions,
     Outcome,
     Poison,
     QueueConsumer,
-    run_until_stopped,
+    running_in_background,
 )
 from bee_customers_service.events.topology import QueueTopology
 
 log = structlog.get_logger(__name__)
-
-# Deadlocks and serialization failures are retried at once, in-process, before anything else.
-_RETRYABLE_SQLSTATES = {"40P01", "40001"}
-_IMMEDIATE_RETRIES = 3
 
 
 def activity_topology(settings: Settings) -> QueueTopology:
@@ -73,20 +68,14 @@ class ActivityHandler:
 
     async def apply(self, items: list[Change]) -> list[Outcome]:
         """One transaction for the batch, retried at once on a deadlock or serialization failure."""
-        for attempt in range(_IMMEDIATE_RETRIES):
+
+        async def batch() -> list[Outcome]:
             async with self.database.sessionmaker() as session:
-                try:
-                    outcomes = await activity_service.apply_changes(session, items, settings=self.settings)
-                    await session.commit()
-                    return [Poison(o.reason) if isinstance(o, activity_service.Refused) else o for o in outcomes]
-                except DBAPIError as exc:
-                    await session.rollback()
-                    sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
-                    if sqlstate in _RETRYABLE_SQLSTATES and attempt + 1 < _IMMEDIATE_RETRIES:
-                        await asyncio.sleep(0.01 * (attempt + 1))
-                        continue
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
+                outcomes = await activity_service.apply_changes(session, items, settings=self.settings)
+                await session.commit()
+            return [Poison(o.reason) if isinstance(o, activity_service.Refused) else o for o in outcomes]
+
+        return await retrying_conflicts(batch)
 
 
 class ActivityConsumer(QueueConsumer[Change]):
@@ -133,16 +122,11 @@ def activity_component(app: Any) -> contextlib.AbstractAsyncContextManager[None]
             return
         consumer = ActivityConsumer(settings, app.state.database)
         app.state.activity_consumer = consumer
-        app.state.readiness_reporters["activity_consumer"] = consumer.report
-        stop = asyncio.Event()
-        tasks = [
-            asyncio.create_task(run_until_stopped(consumer, stop), name="activity-consumer"),
-            asyncio.create_task(prune_periodically(app.state.database, settings, stop), name="processed-events-prune"),
-        ]
-        try:
+
+        async def prune(stop: asyncio.Event) -> None:
+            await prune_periodically(app.state.database, settings, stop)
+
+        async with running_in_background(app, "activity", consumer, {"processed-events-prune": prune}):
             yield
-        finally:
-            stop.set()
-            await asyncio.gather(*tasks, return_exceptions=True)
 
     return component()

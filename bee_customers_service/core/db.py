@@ -1,15 +1,18 @@
 """Database layer: async engine, session factory, declarative Base, embedded PostgreSQL."""
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 import asyncpg
 import structlog
 from fastapi import Request
 from sqlalchemy import DateTime, MetaData, func
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -85,6 +88,26 @@ def create_engine(url: str, settings: Settings) -> AsyncEngine:
             },
         },
     )
+
+
+T = TypeVar("T")
+
+# Deadlock and serialization failure: PostgreSQL aborted the transaction, running it again succeeds.
+_RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+
+
+async def retrying_conflicts(transaction: Callable[[], Awaitable[T]], *, attempts: int = 3) -> T:
+    """Run `transaction` (it opens, commits and closes its own session), again at once when
+    PostgreSQL aborted it for a deadlock or a serialization failure."""
+    for attempt in range(attempts):
+        try:
+            return await transaction()
+        except DBAPIError as exc:
+            sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+            if sqlstate not in _RETRYABLE_SQLSTATES or attempt + 1 == attempts:
+                raise
+            await asyncio.sleep(0.01 * (attempt + 1))
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 class ReadSession(AsyncSession):

@@ -10,7 +10,7 @@ through the retry queue after a delay, up to `max_attempts` (events/topology.py)
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Hashable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Hashable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
@@ -365,3 +365,23 @@ async def run_until_stopped(consumer: QueueConsumer[Any], stop: asyncio.Event, *
         finally:
             await consumer.stop()
         return
+
+
+@contextlib.asynccontextmanager
+async def running_in_background(
+    app: Any,
+    name: str,
+    consumer: QueueConsumer[Any],
+    companions: dict[str, Callable[[asyncio.Event], Coroutine[Any, Any, None]]] | None = None,
+) -> AsyncIterator[None]:
+    """A consumer inside `serve`: run until the app stops (with `companions`, tasks that take the
+    same stop event), its report in /readyz as `<name>_consumer`."""
+    app.state.readiness_reporters[f"{name}_consumer"] = consumer.report
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(run_until_stopped(consumer, stop), name=f"{name}-consumer")]
+    tasks += [asyncio.create_task(run(stop), name=task) for task, run in (companions or {}).items()]
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)

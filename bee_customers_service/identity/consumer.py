@@ -6,32 +6,26 @@ few: each is applied in a transaction of its own (a deletion in gdpr's erasure t
 the claim of its event id in one more), so one refused event never undoes another.
 """
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Hashable
 from typing import Any
 
 from aio_pika.abc import AbstractChannel, AbstractQueue
-from sqlalchemy.exc import DBAPIError
 
 from bee_customers_service.avatars.storage import AvatarStorage
 from bee_customers_service.core.config import Settings
-from bee_customers_service.core.db import Database
+from bee_customers_service.core.db import Database, retrying_conflicts
 from bee_customers_service.events.consumer import (
     ConsumerOptions,
     Outcome,
     Poison,
     QueueConsumer,
-    run_until_stopped,
+    running_in_background,
 )
 from bee_customers_service.events.topology import QueueTopology
 from bee_customers_service.identity import contract
 from bee_customers_service.identity import service as identity_service
 from bee_customers_service.identity.contract import Rejected, UserChange
-
-# Deadlocks and serialization failures are retried at once, in-process, before anything else.
-_RETRYABLE_SQLSTATES = {"40P01", "40001"}
-_IMMEDIATE_RETRIES = 3
 
 
 def identity_topology(settings: Settings) -> QueueTopology:
@@ -74,23 +68,17 @@ class IdentityHandler:
 
     async def _update(self, change: UserChange) -> Outcome:
         """One transaction, retried at once on a deadlock or serialization failure; rolled back when refused."""
-        for attempt in range(_IMMEDIATE_RETRIES):
+
+        async def update() -> Outcome:
             async with self.database.sessionmaker() as session:
-                try:
-                    outcome = await identity_service.apply_update(session, change, settings=self.settings)
-                    if isinstance(outcome, identity_service.Refused):
-                        await session.rollback()  # not even the claim: a refused event changes nothing
-                        return Poison(outcome.reason)
-                    await session.commit()
-                    return outcome
-                except DBAPIError as exc:
-                    await session.rollback()
-                    sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
-                    if sqlstate in _RETRYABLE_SQLSTATES and attempt + 1 < _IMMEDIATE_RETRIES:
-                        await asyncio.sleep(0.01 * (attempt + 1))
-                        continue
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
+                outcome = await identity_service.apply_update(session, change, settings=self.settings)
+                if isinstance(outcome, identity_service.Refused):
+                    await session.rollback()  # not even the claim: a refused event changes nothing
+                    return Poison(outcome.reason)
+                await session.commit()
+                return outcome
+
+        return await retrying_conflicts(update)
 
     async def _erase(self, change: UserChange) -> Outcome:
         async with self.database.sessionmaker() as session:
@@ -135,13 +123,7 @@ def identity_component(app: Any) -> contextlib.AbstractAsyncContextManager[None]
             return
         consumer = IdentityConsumer(settings, app.state.database, app.state.avatar_storage)
         app.state.identity_consumer = consumer
-        app.state.readiness_reporters["identity_consumer"] = consumer.report
-        stop = asyncio.Event()
-        task = asyncio.create_task(run_until_stopped(consumer, stop), name="identity-consumer")
-        try:
+        async with running_in_background(app, "identity", consumer):
             yield
-        finally:
-            stop.set()
-            await asyncio.gather(task, return_exceptions=True)
 
     return component()
