@@ -1,6 +1,8 @@
 # The two commands a newcomer needs: `make run` and `make test`.
 # Poetry owns the dependency set (pyproject.toml + poetry.lock); the lock is exported and installed
-# with pip into .venv, so installing needs only Python 3.11 and the package index.
+# with pip into .venv, so installing needs only Python 3.11 and the package index. The export is the
+# whole locked set, so pip installs it with --no-deps: its resolver never sees an unpinned extra
+# (pytest-cov's coverage[toml]), which hash-checking mode refuses once a newer release is out.
 PYTHON ?= python3
 VENV := .venv
 TOOLS := .tools
@@ -19,7 +21,7 @@ $(TOOLS)/bin/poetry:
 $(VENV)/.installed: pyproject.toml poetry.lock $(TOOLS)/bin/poetry
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(TOOLS)/bin/poetry export --with dev --format requirements.txt --output $(VENV)/requirements.txt
-	$(BIN)/pip install --quiet --disable-pip-version-check -r $(VENV)/requirements.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -r $(VENV)/requirements.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
 
