@@ -35,9 +35,11 @@ function request()
     return wrk.format("PATCH", "/customers/" .. id, auth, body)
   elseif endpoint == "post" then
     local service = {["Authorization"] = "Bearer " .. service_token, ["Content-Type"] = "application/json"}
+    -- one email per business (migration 0013): every profile gets its own, or all but the first are 409s
+    local user = common.uuid4()
     local body = string.format(
-      '{"user_id": "%s", "business_id": "%s", "full_name": "Bench Customer", "email": "bench@example.com", "phone": "+40712345678"}',
-      common.uuid4(), business)
+      '{"user_id": "%s", "business_id": "%s", "full_name": "Bench Customer", "email": "bench-%s@example.com", "phone": "+40712345678"}',
+      user, business, user)
     return wrk.format("POST", "/customers", service, body)
   elseif endpoint == "tag" then
     local body = string.format('{"label": "bench-%s"}', common.uuid4():sub(1, 12))
