@@ -196,6 +196,24 @@ def run_pgbench(url: str, endpoint: str, concurrency: int, duration: int, scale:
     return float(re.search(r"tps = ([0-9.]+) \(without initial connection time\)", output).group(1))
 
 
+def print_floor_ratios(rows: list[tuple[str, int, dict, float | None]]) -> None:
+    """The service next to its floor, per endpoint: the ratios issue 21 sets targets for."""
+    figures = {(endpoint, concurrency): f for endpoint, concurrency, f, _ in rows}
+    header = "endpoint | conc | server CPU ms/req | floor CPU ms/req | CPU ratio | p99 ms | floor p99 ms | p99 ratio"
+    print(f"\n| {header} |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for (endpoint, concurrency), f in figures.items():
+        bare = figures.get((f"floor {endpoint}", concurrency))
+        if endpoint.startswith("floor ") or bare is None:
+            continue
+        p99, bare_p99 = f["p99_us"] / 1000, bare["p99_us"] / 1000
+        print(
+            f"| {endpoint} | {concurrency} | {f['cpu_ms']:.2f} | {bare['cpu_ms']:.2f} "
+            f"| {f['cpu_ms'] / bare['cpu_ms']:.2f}x "
+            f"| {p99:.1f} | {bare_p99:.1f} | {p99 / bare_p99:.2f}x |"
+        )
+
+
 def wait_healthy(base_url: str, process: subprocess.Popen, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -219,7 +237,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--pool-size", type=int, default=10)
     parser.add_argument(
-        "--floor", action="store_true", help="also measure bench/floor.py's bare routes (GET, PATCH) on the same data"
+        "--floor",
+        action="store_true",
+        help="also measure bench/floor.py's bare routes (GET, PATCH, POST, tag add) on the same data",
     )
     args = parser.parse_args()
     if shutil.which("wrk") is None or shutil.which("pgbench") is None:
@@ -307,10 +327,10 @@ def main() -> None:
             process = floor.start(port, args.workers, url.replace("postgresql+asyncpg://", "postgresql://"))
             floor.wait_answering(base_url, f"/customers/{ids[0]}")
             floor_sampler = RssSampler(process.pid)
-            for endpoint in [e for e in args.endpoints if e in CEILING_SCRIPTS]:
+            for endpoint in [e for e in args.endpoints if e in floor.ROUTES]:
                 for concurrency in args.concurrency:
                     figures = measure(base_url, endpoint, concurrency, args.duration, bench_dir, floor_sampler)
-                    ceiling = next(c for e, n, _, c in rows if (e, n) == (endpoint, concurrency))
+                    ceiling = next((c for e, n, _, c in rows if (e, n) == (endpoint, concurrency)), None)
                     rows.append((f"floor {endpoint}", concurrency, figures, ceiling))
                     print(f"  floor {endpoint} c={concurrency}: {figures['rps']:.0f} req/s", flush=True)
 
@@ -328,6 +348,8 @@ def main() -> None:
                 f"{f['p99_us'] / 1000:>7.2f} {f['errors']:>6} {ceiling_text:>11} {ratio:>6} {f['cpu_ms']:>17.2f}"
             )
         print("peak RSS per worker (MB): " + ", ".join(f"{rss / 2**20:.0f}" for rss in workers.values()))
+        if args.floor:
+            print_floor_ratios(rows)
     finally:
         if process is not None:
             os.killpg(process.pid, signal.SIGTERM)

@@ -3,16 +3,20 @@
     .venv/bin/python bench/floor.py [--duration 10] [--concurrency 16] [--workers 2]   # the framework alone
     .venv/bin/python bench/api.py --floor ...                                           # next to the service
 
-The app below has the routes `GET /customers/{customer_id}` and `PATCH /customers/{customer_id}`,
-each with one async dependency (it reads the Authorization header), served by uvicorn with the
+The app below has the routes `GET /customers/{customer_id}`, `PATCH /customers/{customer_id}`,
+`POST /customers` and `POST /customers/{customer_id}/tags`, each with one async dependency (it
+reads the Authorization header), served by uvicorn with the
 service's production settings (uvloop, httptools, no access log, one worker per core) and driven
 by the same wrk script as bench/api.py. No token check, no access rules, no validation beyond
 FastAPI's path parameter, no log line, no metrics, no SQLAlchemy:
 
 - without `BEE_FLOOR_DATABASE_URL`, GET answers a constant body: the framework's own cost;
-- with it (bench/api.py --floor), GET runs the service's admin read and PATCH the service's
-  transaction (the read, the versioned UPDATE ... RETURNING, the outbox INSERT) through a plain
-  asyncpg pool, and both answer the row as JSON.
+- with it (bench/api.py --floor), each route runs the statements the service's endpoint sends
+  (captured from the service with a cursor-execute listener), through a plain asyncpg pool, and
+  answers the row as JSON: GET the admin read; PATCH the read, the versioned UPDATE ... RETURNING
+  and two outbox INSERTs (the event and the audit record); POST /customers the INSERT ... ON
+  CONFLICT DO NOTHING RETURNING and the two outbox INSERTs; a tag add the customer read, its row
+  lock, the tag count, the tag INSERT ... ON CONFLICT DO NOTHING RETURNING and the two outbox INSERTs.
 
 Everything the service does per request comes on top of these figures, so they tell what a
 throughput target asks of the service on this machine (bench/README.md).
@@ -53,7 +57,19 @@ UPDATE = (
 LOCKED_READ = "SELECT version FROM customers WHERE id = $1 FOR UPDATE"
 INSERT_EVENT = (
     "INSERT INTO outbox (event_id, event_name, business_id, customer_id, payload)"
-    " VALUES ($1, 'v1.customer.updated', $2, $3, $4::jsonb)"
+    " VALUES ($1, $2, $3, $4, $5::jsonb) RETURNING id"
+)
+INSERT_CUSTOMER = (
+    "INSERT INTO customers (id, user_id, business_id, full_name, email, phone) VALUES ($1, $2, $3, $4, $5, $6)"
+    " ON CONFLICT DO NOTHING RETURNING *"
+)
+CUSTOMER_ROW = "SELECT * FROM customers WHERE id = $1"
+LOCK_CUSTOMER = "SELECT * FROM customers WHERE id = $1 FOR UPDATE"
+COUNT_TAGS = "SELECT count(*) FROM customer_tags WHERE customer_id = $1"
+INSERT_TAG = (
+    "INSERT INTO customer_tags (id, customer_id, business_id, label, created_at)"
+    " VALUES ($1, $2, $3, $4, clock_timestamp())"
+    " ON CONFLICT (customer_id, label_key) DO NOTHING RETURNING *"
 )
 
 
@@ -66,14 +82,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 app = FastAPI(lifespan=lifespan)
+# The bench/api.py endpoints (bench/wrk/endpoint.lua) this app has a route for.
+ROUTES = ("get", "patch", "post", "tag")
 
 
 async def caller(request: Request) -> str:
     return request.headers.get("authorization", "")
 
 
-def _json(row: asyncpg.Record) -> Response:
-    return Response(orjson.dumps(dict(row), default=str), media_type="application/json")
+def _json(row: asyncpg.Record, status_code: int = 200) -> Response:
+    return Response(orjson.dumps(dict(row), default=str), status_code=status_code, media_type="application/json")
 
 
 @app.get("/customers/{customer_id}")
@@ -95,10 +113,41 @@ async def update(customer_id: uuid.UUID, request: Request, _caller: str = Depend
             current = await connection.fetchrow(LOCKED_READ, customer_id)
             updated = await connection.fetchrow(UPDATE, customer_id, changes["full_name"], current["version"])
         event = {"event": "v1.customer.updated", "customer_id": str(customer_id), "fields_changed": ["full_name"]}
-        await connection.execute(
-            INSERT_EVENT, uuid.uuid4(), current["business_id"], customer_id, orjson.dumps(event).decode()
-        )
+        await _enqueue(connection, "v1.customer.updated", current["business_id"], customer_id, event)
     return _json(updated)
+
+
+async def _enqueue(
+    connection: asyncpg.Connection, name: str, business_id: uuid.UUID, customer_id: uuid.UUID, event: dict
+) -> None:
+    """The event and its audit record, as the service writes both to the outbox."""
+    for event_name in (name, name.replace("v1.customer.", "v1.audit.customer.")):
+        body = orjson.dumps({**event, "event": event_name}).decode()
+        await connection.fetchval(INSERT_EVENT, uuid.uuid4(), event_name, business_id, customer_id, body)
+
+
+@app.post("/customers", status_code=201)
+async def create(request: Request, _caller: str = Depends(caller)) -> Response:
+    body = orjson.loads(await request.body())
+    values = (uuid.uuid4(), uuid.UUID(body["user_id"]), uuid.UUID(body["business_id"]), body["full_name"])
+    async with request.app.state.pool.acquire() as connection, connection.transaction():
+        created = await connection.fetchrow(INSERT_CUSTOMER, *values, body["email"], body.get("phone"))
+        event = {"customer_id": str(created["id"]), "email": created["email"], "full_name": created["full_name"]}
+        await _enqueue(connection, "v1.customer.created", created["business_id"], created["id"], event)
+    return _json(created, status_code=201)
+
+
+@app.post("/customers/{customer_id}/tags", status_code=201)
+async def tag(customer_id: uuid.UUID, request: Request, _caller: str = Depends(caller)) -> Response:
+    label = orjson.loads(await request.body())["label"]
+    async with request.app.state.pool.acquire() as connection, connection.transaction():
+        await connection.fetchrow(CUSTOMER_ROW, customer_id)  # the access rule's read
+        customer = await connection.fetchrow(LOCK_CUSTOMER, customer_id)
+        await connection.fetchval(COUNT_TAGS, customer_id)
+        created = await connection.fetchrow(INSERT_TAG, uuid.uuid4(), customer_id, customer["business_id"], label)
+        event = {"customer_id": str(customer_id), "tag": created["label"], "tag_id": str(created["id"])}
+        await _enqueue(connection, "v1.customer.tagged", customer["business_id"], customer_id, event)
+    return _json(created, status_code=201)
 
 
 def start(port: int, workers: int, database_url: str | None = None) -> subprocess.Popen:
