@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import floor  # noqa: E402  (bench/floor.py, next to this file)
+import layers  # noqa: E402
 
 from bee_customers_service import seed  # noqa: E402
 from bee_customers_service.cli import run_migrations  # noqa: E402
@@ -196,6 +197,33 @@ def run_pgbench(url: str, endpoint: str, concurrency: int, duration: int, scale:
     return float(re.search(r"tps = ([0-9.]+) \(without initial connection time\)", output).group(1))
 
 
+def profile(
+    base_url: str,
+    endpoint: str,
+    args: argparse.Namespace,
+    bench_dir: Path,
+    sampler: "RssSampler",
+    server: int,
+    cpu_ms: float,
+) -> None:
+    """py-spy on one worker while wrk drives `endpoint`; the samples and their layers go to args.profile."""
+    py_spy = os.environ.get("PY_SPY") or shutil.which("py-spy")
+    if py_spy is None:
+        raise SystemExit("--profile needs py-spy (pip install py-spy, or PY_SPY=/path/to/py-spy)")
+    args.profile.mkdir(parents=True, exist_ok=True)
+    # The busiest child: uvicorn's supervisor also has an idle helper process among its children.
+    worker = max((pid for pid in sampler.pids() if pid != server), key=lambda pid: cpu_ticks([pid]))
+    out = args.profile / f"{endpoint}.txt"
+    command = [py_spy, "record", "--format", "raw", "--nonblocking", "-r", "250", "-o", str(out)]
+    command += ["--pid", str(worker), "-d", str(args.duration)]
+    spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    run_wrk(base_url, endpoint, args.concurrency[0], args.duration, bench_dir)
+    _, errors = spy.communicate(timeout=args.duration + 30)
+    if spy.returncode != 0 or not out.exists():
+        raise SystemExit(f"py-spy failed on pid {worker}: {errors.strip()}")
+    print(f"\n### {endpoint} (one worker, c={args.concurrency[0]})\n\n{layers.report(out, cpu_ms)}", flush=True)
+
+
 def print_floor_ratios(rows: list[tuple[str, int, dict, float | None]]) -> None:
     """The service next to its floor, per endpoint: the ratios issue 21 sets targets for."""
     figures = {(endpoint, concurrency): f for endpoint, concurrency, f, _ in rows}
@@ -241,6 +269,14 @@ def main() -> None:
         action="store_true",
         help="also measure bench/floor.py's bare routes (GET, PATCH, POST, tag add) on the same data",
     )
+    parser.add_argument(
+        "--redis-url",
+        default=os.environ.get("BEE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/15"),
+        help="rate limit counters in this Redis ('' switches the limiter off)",
+    )
+    parser.add_argument(
+        "--profile", type=Path, help="py-spy one worker per endpoint into this folder (bench/layers.py)"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None or shutil.which("pgbench") is None:
         raise SystemExit("needs wrk and pgbench: apt-get install -y wrk postgresql-client")
@@ -280,9 +316,18 @@ def main() -> None:
             "BEE_ENVIRONMENT": "production",
             "BEE_DATABASE_POOL_SIZE": str(args.pool_size),
             "BEE_DATABASE_MAX_OVERFLOW": "0",
-            # The service is measured, not its limiter: one token from one address would be throttled.
-            "BEE_RATELIMIT_ENABLED": "false",
         }
+        if args.redis_url:
+            # Every feature on (issue 21): the limiter counts every request in Redis, with limits high
+            # enough that one token from one address is never throttled.
+            env.update(
+                BEE_REDIS_URL=args.redis_url,
+                BEE_RATELIMIT_KEY_PREFIX=f"bench-{business_id.hex[:8]}",
+                BEE_PATCH_RATE_LIMIT="1000000000/minute",
+                BEE_IP_RATE_LIMIT="1000000000/minute",
+            )
+        else:
+            env["BEE_RATELIMIT_ENABLED"] = "false"
         env.pop("BEE_RABBITMQ_URL", None)
         process = subprocess.Popen(
             [
@@ -316,6 +361,10 @@ def main() -> None:
                     ceiling = run_pgbench(url, endpoint, concurrency, args.duration, args.customers, business_id)
                 rows.append((endpoint, concurrency, figures, ceiling))
                 print(f"  {endpoint} c={concurrency}: {figures['rps']:.0f} req/s", flush=True)
+        if args.profile:
+            cpu = {endpoint: f["cpu_ms"] for endpoint, n, f, _ in rows if n == args.concurrency[0]}
+            for endpoint in args.endpoints:
+                profile(base_url, endpoint, args, bench_dir, sampler, process.pid, cpu[endpoint])
         sampler.stopped.set()
         workers = {pid: rss for pid, rss in sampler.peak.items() if pid != process.pid}
         os.killpg(process.pid, signal.SIGTERM)
