@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from bee_customers_service import __version__, health
 from bee_customers_service.activity.consumer import activity_component
 from bee_customers_service.activity.router import router as activity_router
+from bee_customers_service.activity.segment_refresh import segment_refresh
 from bee_customers_service.avatars.router import files_router as avatar_files_router
 from bee_customers_service.avatars.router import router as avatars_router
 from bee_customers_service.avatars.storage import storage_from_settings
@@ -52,6 +53,9 @@ def _background_components(settings: Settings) -> list[BackgroundFactory]:
         components.append(activity_component)
     if settings.auth_consumer_enabled and settings.rabbitmq_url:
         components.append(identity_component)
+    # The stored RFM segments: refreshed periodically, by one replica at a time (activity/segment_refresh.py).
+    if settings.segment_refresh_seconds:
+        components.append(segment_refresh)
     return components
 
 

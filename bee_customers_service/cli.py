@@ -1,4 +1,5 @@
-"""The `bee-customers` command: serve | migrate | relay | consume | recompute | token | seed | gdpr-cleanup."""
+"""The `bee-customers` command: serve | migrate | relay | consume | recompute | refresh-segments | token | seed |
+gdpr-cleanup."""
 
 import argparse
 import ipaddress
@@ -215,6 +216,7 @@ def _recompute(args: argparse.Namespace) -> int:
     """Rebuild the aggregates of every customer of a business from its activity rows."""
     import asyncio
 
+    from bee_customers_service.activity.segments import refresh_segments
     from bee_customers_service.activity.service import recompute_business
     from bee_customers_service.core.db import Database, resolve_database_url
 
@@ -223,12 +225,42 @@ def _recompute(args: argparse.Namespace) -> int:
     async def run() -> int:
         database = Database(resolve_database_url(settings), settings)
         try:
-            return await recompute_business(database.sessionmaker, args.business)
+            count = await recompute_business(database.sessionmaker, args.business)
+            # The stored segments follow the rebuilt aggregates (docs/events.md "RFM scores and segments").
+            await refresh_segments(
+                database.sessionmaker, business_id=args.business, window_months=settings.stats_window_months
+            )
+            return count
         finally:
             await database.dispose()
 
     count = asyncio.run(run())
     print(f"recomputed {count} customers of business {args.business}")
+    return 0
+
+
+def _refresh_segments(args: argparse.Namespace) -> int:
+    """Recompute the stored RFM segment of one business's customers, or of every business's."""
+    import asyncio
+
+    from bee_customers_service.activity.segments import refresh_segments
+    from bee_customers_service.core.db import Database, resolve_database_url
+
+    settings = get_settings()
+
+    async def run() -> Any:
+        database = Database(resolve_database_url(settings), settings)
+        try:
+            return await refresh_segments(
+                database.sessionmaker, business_id=args.business, window_months=settings.stats_window_months
+            )
+        finally:
+            await database.dispose()
+
+    done = asyncio.run(run())
+    print(
+        f"refreshed the segments of {done.customers} customers in {done.businesses} businesses: {done.changed} changed"
+    )
     return 0
 
 
@@ -292,6 +324,12 @@ def build_parser() -> argparse.ArgumentParser:
     recompute = commands.add_parser("recompute", help="rebuild the statistics of a business from its activity rows")
     recompute.add_argument("--business", type=uuid.UUID, required=True, help="the business id")
     recompute.set_defaults(handler=_recompute)
+
+    refresh = commands.add_parser(
+        "refresh-segments", help="recompute the stored RFM segments (serve does it periodically)"
+    )
+    refresh.add_argument("--business", type=uuid.UUID, help="only this business (default: every business)")
+    refresh.set_defaults(handler=_refresh_segments)
 
     seed = commands.add_parser("seed", help="generate synthetic customers (with tags) for benchmarks and demos")
     seed.add_argument("--customers", type=int, default=0, help="customers for one business (--business or new)")

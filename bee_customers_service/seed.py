@@ -69,7 +69,7 @@ WITH names AS (
     FROM raw
 ), new_customers AS (
     INSERT INTO customers (id, user_id, business_id, full_name, email, phone, gender, total_orders,
-                           lifetime_value, last_order_date, created_at, updated_at)
+                           lifetime_value, lifetime_value_currency, last_order_date, created_at, updated_at)
     SELECT md5($1::uuid::text || ':' || g)::uuid, gen_random_uuid(), $1::uuid,
            first || ' ' || surname,
            lower(public.bee_unaccent(first)) || '.' || lower(public.bee_unaccent(surname))
@@ -81,11 +81,16 @@ WITH names AS (
                  WHEN is_female THEN 'female' ELSE 'male' END)::gender_enum,
            orders,
            round((orders * (15 + vr * 185))::numeric, 2),
+           CASE WHEN orders = 0 THEN NULL ELSE 'RON' END,
            CASE WHEN orders = 0 THEN NULL ELSE current_date - floor(lr * 900)::int END,
            now() - cr * interval '1095 days',
            now() - cr * interval '1095 days'
     FROM people
-    RETURNING id, business_id, created_at
+    RETURNING id, business_id, created_at, total_orders, lifetime_value
+), spend AS (
+    -- Every seeded spender paid in RON: their one customer_spend row matches the profile's value.
+    INSERT INTO customer_spend (customer_id, business_id, currency, orders, lifetime_value)
+    SELECT id, business_id, 'RON', total_orders, lifetime_value FROM new_customers WHERE total_orders > 0
 )
 INSERT INTO customer_tags (id, customer_id, business_id, label, created_by, created_at)
 SELECT gen_random_uuid(), c.id, c.business_id,

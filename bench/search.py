@@ -34,13 +34,21 @@ from bee_customers_service.cli import run_migrations
 from bee_customers_service.core.config import Settings
 from bee_customers_service.core.db import to_async_url
 from bee_customers_service.core.security import mint_token
-from bee_customers_service.search.repository import SearchFilters, explain_statement, interpret_query
+from bee_customers_service.search.repository import SearchFilters, explain_statement, interpret_query, summary
+from bee_customers_service.search.repository.params import request_params
 
 SERVER_URL = os.environ.get("BEE_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 SECRET = "bench-secret-0123456789abcdef0123456789abcdef"
 PAGE = 20
 DEEP_PAGE = 50
-KINDS = ["name", "email", "phone", "tag", "deep"]
+KINDS = ["name", "email", "phone", "tag", "deep", "total", "facets"]
+# The seed leaves every customer 'prospect' (it writes no activity to derive segments from): the
+# measured business gets a synthetic spread, so the segment facet has values to count.
+SEGMENTS = ["prospect", "new", "champion", "loyal", "promising", "at_risk", "hibernating", "lost"]
+_SPREAD_SEGMENTS = """
+UPDATE customers SET rfm_segment = ($2::text[])[1 + abs(hashtext(id::text || ':segment')) % cardinality($2::text[])]
+WHERE business_id = $1 AND rfm_segment = 'prospect'
+"""
 
 
 def free_port() -> int:
@@ -87,6 +95,8 @@ def start_server(database_url: str, port: int) -> subprocess.Popen[bytes]:
         "BEE_JWT_SECRET": SECRET,
         "BEE_RELAY_ENABLED": "false",
         "BEE_DATABASE_POOL_SIZE": "5",
+        # No periodic RFM refresh: it would load the machine mid-run and undo the synthetic segments.
+        "BEE_SEGMENT_REFRESH_SECONDS": "0",
     }
     env.pop("BEE_RABBITMQ_URL", None)
     executable = Path(sys.executable).parent / "bee-customers"
@@ -135,9 +145,19 @@ class Workload:
         for row in rows:
             first, _, last = row["full_name"].partition(" ")
             self.names += [last, f"{first} {last}", fold(last), typo(fold(last), rng), fold(last)[:5]]
+        self.full_names = [row["full_name"] for row in rows]  # few customers each: an exact total
         self.emails = [row["email"].split("@")[0][: rng.randrange(8, 13)] for row in rows]
         self.phones = [national(row["phone"]) for row in rows if row["phone"]]
         self.tags = list(seed.TAG_LABELS)
+
+
+async def spread_segments(database_url: str, business_id: uuid.UUID) -> None:
+    connection = await asyncpg.connect(database_url)
+    try:
+        await connection.execute(_SPREAD_SEGMENTS, business_id, SEGMENTS)
+        await connection.execute("VACUUM ANALYZE customers")
+    finally:
+        await connection.close()
 
 
 async def sample_customers(database_url: str, business_id: uuid.UUID, n: int) -> list[asyncpg.Record]:
@@ -179,15 +199,16 @@ async def deep_cursors(client: httpx.AsyncClient, business_id: uuid.UUID) -> lis
 
 async def measure(
     client: httpx.AsyncClient, make: Callable[[int], dict[str, Any]], samples: int, warmup: int = 10
-) -> tuple[float, float, float, float]:
+) -> tuple[float, float, float, float, float]:
     for i in range(warmup):
         await timed(client, make(i))
-    times, found = [], 0
+    times, found, estimated = [], 0, 0
     for i in range(samples):
         elapsed, body = await timed(client, make(i))
         times.append(elapsed)
         found += len(body["items"])
-    return (*percentiles(times), found / samples)
+        estimated += body["total_is_estimate"]
+    return (*percentiles(times), found / samples, estimated / samples)
 
 
 def used_indexes(plan: str) -> str:
@@ -198,6 +219,19 @@ def used_indexes(plan: str) -> str:
 async def explain(database_url: str, filters: SearchFilters, sort: str = "created_at", after: Any = None) -> str:
     direction = {"full_name": "asc"}.get(sort, "desc")
     statement = explain_statement(filters, sort=sort, direction=direction, after=after, limit=PAGE + 1)
+    sql = str(statement.compile(dialect=pg_asyncpg.dialect(), compile_kwargs={"literal_binds": True}))
+    connection = await asyncpg.connect(database_url, server_settings={"jit": "off"})
+    try:
+        await connection.execute("SET pg_trgm.word_similarity_threshold = 0.5")
+        rows = await connection.fetch(f"EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) {sql}")
+    finally:
+        await connection.close()
+    return "\n".join(r[0] for r in rows)
+
+
+async def explain_summary(database_url: str, filters: SearchFilters, facets: tuple[str, ...]) -> str:
+    """The plan of the summary's first statement (the capped count, and the grouping when exact)."""
+    statement = summary.exact_statement(filters, request_params(filters), facets)
     sql = str(statement.compile(dialect=pg_asyncpg.dialect(), compile_kwargs={"literal_binds": True}))
     connection = await asyncpg.connect(database_url, server_settings={"jit": "off"})
     try:
@@ -227,6 +261,7 @@ async def run_stage(
         ttl_seconds=7200,
     )
     b = str(business_id)
+    counted = {"business_id": b, "include_total": "true"}
     rows: list[tuple[Any, ...]] = []
     async with httpx.AsyncClient(base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as client:
         deep = await deep_cursors(client, business_id) if "deep" in only else []
@@ -236,11 +271,20 @@ async def run_stage(
             "phone fragment": lambda i: {"business_id": b, "query": rng.choice(workload.phones)},
             "tag filter": lambda i: {"business_id": b, "tag": rng.choice(workload.tags)},
             f"deep page ({DEEP_PAGE})": lambda i: deep[i % len(deep)],
+            # The rows above are pages alone (include_total is off by default); these are the
+            # dashboard's first page: the page with its total, and with facets.
+            "total exact (full name)": lambda i: {**counted, "query": rng.choice(workload.full_names)},
+            "total estimate (no filter)": lambda i: {**counted, "limit": PAGE},
+            "total + name query": lambda i: {**counted, "query": rng.choice(workload.names)},
+            "total + tag filter": lambda i: {**counted, "tag": rng.choice(workload.tags)},
+            "facets (no query)": lambda i: {**counted, "facets": "tags,segment"},
+            "facets + name query": lambda i: {**counted, "query": rng.choice(workload.names), "facets": "tags,segment"},
+            "facets + tag filter": lambda i: {**counted, "tag": rng.choice(workload.tags), "facets": "tags,segment"},
         }
         kinds = {kind: make for kind, make in kinds.items() if kind.split()[0] in only}
         for kind, make in kinds.items():
-            p50, p95, p99, found = await measure(client, make, samples)
-            rows.append((size, kind, p50, p95, p99, found))
+            p50, p95, p99, found, estimated = await measure(client, make, samples)
+            rows.append((size, kind, p50, p95, p99, found, estimated))
 
     plans = {
         "name query": SearchFilters(business_id=business_id, query=interpret_query(workload.names[0])),
@@ -249,9 +293,25 @@ async def run_stage(
         "tag filter": SearchFilters(business_id=business_id, tags=["VIP"]),
         f"deep page ({DEEP_PAGE})": SearchFilters(business_id=business_id),
     }
-    plans = {kind: filters for kind, filters in plans.items() if kind.split()[0] in only}
-    for index, (kind, filters) in enumerate(plans.items()):
-        plan = await explain(database_url, filters)
+    everyone = SearchFilters(business_id=business_id)
+    summaries = {
+        "total exact (full name)": (
+            SearchFilters(business_id=business_id, query=interpret_query(workload.full_names[0])),
+            (),
+        ),
+        "total estimate (no filter)": (everyone, ()),
+        "facets (no query)": (everyone, ("tags", "segment")),
+        "facets + name query": (
+            SearchFilters(business_id=business_id, query=interpret_query(workload.names[0])),
+            ("tags", "segment"),
+        ),
+        "facets + tag filter": (SearchFilters(business_id=business_id, tags=["VIP"]), ("tags", "segment")),
+    }
+    for index, (_size, kind, *_) in enumerate(rows):
+        if kind in plans:
+            plan = await explain(database_url, plans[kind])
+        else:
+            plan = await explain_summary(database_url, *summaries[kind])
         rows[index] = (*rows[index], used_indexes(plan))
         if show_plans:
             print(f"\n--- {kind} ({size:,} customers) ---\n{plan}", file=sys.stderr)
@@ -259,10 +319,10 @@ async def run_stage(
 
 
 def print_table(rows: list[tuple[Any, ...]]) -> None:
-    print("\n| customers | query | p50 ms | p95 ms | p99 ms | items/page | indexes in the plan |")
-    print("| ---: | --- | ---: | ---: | ---: | ---: | --- |")
-    for size, kind, p50, p95, p99, found, indexes in rows:
-        print(f"| {size:,} | {kind} | {p50:.1f} | {p95:.1f} | {p99:.1f} | {found:.1f} | {indexes} |")
+    print("\n| customers | query | p50 ms | p95 ms | p99 ms | items/page | total estimated | indexes in the plan |")
+    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |")
+    for size, kind, p50, p95, p99, found, estimated, indexes in rows:
+        print(f"| {size:,} | {kind} | {p50:.1f} | {p95:.1f} | {p99:.1f} | {found:.1f} | {estimated:.0%} | {indexes} |")
 
 
 async def main() -> int:
@@ -294,7 +354,7 @@ async def main() -> int:
         have = 0
         if kept:
             business_id, have = await largest_business(database_url)
-            await admin_execute("ANALYZE customers", database=name)
+            await spread_segments(database_url, business_id)
             print(f"kept database {name}: business {business_id} with {have:,} customers", file=sys.stderr)
             port = free_port()
             server = start_server(database_url, port)
@@ -310,14 +370,16 @@ async def main() -> int:
                 database_url, businesses=plan, rebuild_indexes=True, progress=lambda line: print(line, file=sys.stderr)
             )
             have = size
+            await spread_segments(database_url, business_id)
             print(f"seeded to {size:,} (+others) in {time.perf_counter() - began:.0f}s", file=sys.stderr)
             if server is None:
                 port = free_port()
                 server = start_server(database_url, port)
-            rows += await run_stage(
+            stage_rows = await run_stage(
                 size, database_url, f"http://127.0.0.1:{port}", business_id, args.samples, args.plans, args.kinds
             )
-            print_table(rows[-len(args.kinds) :])
+            rows += stage_rows
+            print_table(stage_rows)
         print(f"\n## search latency through the HTTP API ({args.samples} sequential requests per row)")
         print_table(rows)
     finally:

@@ -53,6 +53,7 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "relay_enabled": False,
         "activity_consumer_enabled": False,
         "auth_consumer_enabled": False,
+        "segment_refresh_seconds": 0,  # tests/activity/test_segments.py runs the refresh itself
         "database_pool_size": 5,
         # The whole suite comes from one client address: the per-IP guard has tests of its own.
         "ip_rate_limit": None,

@@ -13,6 +13,7 @@ COMMITTERS = {
     "avatars/service.py": "upload and removal: the new URL, then each object clean-up under a fresh lock",
     "gdpr/service.py": "erasure, then the stored objects' clean-up; one transaction per retried record",
     "activity/service.py": "recompute_business: one transaction per chunk of customers",
+    "activity/segments.py": "refresh_business: one transaction per chunk of customers' stored segments",
     "activity/consumer.py": "one transaction per batch of messages, acknowledged after it",
     "identity/consumer.py": "one transaction per auth event; a deletion: gdpr's erasure, then the claim",
 }

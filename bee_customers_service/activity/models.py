@@ -90,6 +90,27 @@ class CustomerActivity(Base):
     )
 
 
+class CustomerSpend(Base):
+    """A customer's spending in one currency: their counted orders in it and the lifetime value.
+
+    One row per currency with at least one counted order (an order without a currency counts
+    under 'XXX', ISO 4217 "no currency"); kept by the recompute, never summed across currencies.
+    """
+
+    __tablename__ = "customer_spend"
+
+    customer_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True
+    )
+    currency: Mapped[str] = mapped_column(String(3), primary_key=True)
+    business_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    orders: Mapped[int] = mapped_column(Integer, nullable=False)
+    lifetime_value: Mapped[Decimal] = mapped_column(Numeric(12, 2), nullable=False)
+
+    # The RFM monetary rank: a business's spenders in one currency, by value.
+    __table_args__ = (Index("ix_customer_spend_business_currency_value", "business_id", "currency", "lifetime_value"),)
+
+
 class ProcessedEvent(Base):
     """An upstream event already applied: written in the same transaction as its effect."""
 

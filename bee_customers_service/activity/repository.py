@@ -151,8 +151,6 @@ _RECOMPUTE = text(
             c.id AS customer_id,
             c.business_id,
             count(a.id) FILTER (WHERE {ORDER_COUNTS}) AS total_orders,
-            coalesce(sum(greatest(a.amount - a.returned_amount, 0)) FILTER (WHERE {ORDER_COUNTS}), 0)
-                AS lifetime_value,
             (max(a.completed_at) FILTER (WHERE {ORDER_COUNTS}) AT TIME ZONE 'UTC')::date AS last_order_date,
             (min(a.completed_at) FILTER (WHERE {ORDER_COUNTS}) AT TIME ZONE 'UTC')::date AS first_order_date,
             count(a.id) FILTER (WHERE a.kind = 'order' AND a.status = 'returned') AS returned_orders,
@@ -171,19 +169,55 @@ _RECOMPUTE = text(
         LEFT JOIN LATERAL (SELECT * FROM customer_activity WHERE customer_id = c.id) a ON true
         GROUP BY c.id, c.business_id
     ),
+    -- Money per currency, never summed across currencies; an order without one counts under 'XXX'.
+    spend AS (
+        SELECT a.customer_id, c.business_id, coalesce(a.currency, 'XXX') AS currency, count(*) AS orders,
+               coalesce(sum(greatest(a.amount - a.returned_amount, 0)), 0) AS lifetime_value
+        FROM unnest(:customer_ids) AS i(id)
+        CROSS JOIN LATERAL (SELECT id, business_id FROM customers WHERE id = i.id LIMIT 1) c
+        JOIN customer_activity a ON a.customer_id = c.id AND {ORDER_COUNTS}
+        GROUP BY a.customer_id, c.business_id, coalesce(a.currency, 'XXX')
+    ),
+    spend_saved AS (
+        INSERT INTO customer_spend (customer_id, business_id, currency, orders, lifetime_value)
+        SELECT customer_id, business_id, currency, orders, lifetime_value FROM spend
+        ON CONFLICT (customer_id, currency) DO UPDATE SET
+            business_id = excluded.business_id, orders = excluded.orders, lifetime_value = excluded.lifetime_value
+        WHERE (customer_spend.business_id, customer_spend.orders, customer_spend.lifetime_value)
+              IS DISTINCT FROM (excluded.business_id, excluded.orders, excluded.lifetime_value)
+    ),
+    spend_gone AS (  -- a currency whose last counted order was cancelled
+        DELETE FROM customer_spend s
+        WHERE s.customer_id = ANY(:customer_ids)
+          AND NOT EXISTS (SELECT 1 FROM spend WHERE spend.customer_id = s.customer_id AND spend.currency = s.currency)
+    ),
+    -- The single lifetime value: the sum in the one currency paid in, 0 with none, NULL with several.
+    totals AS (
+        SELECT agg.*,
+               CASE WHEN m.currencies IS NULL THEN 0 WHEN m.currencies = 1 THEN m.lifetime_value END
+                   AS lifetime_value,
+               CASE WHEN m.currencies = 1 THEN m.currency END AS lifetime_value_currency
+        FROM agg
+        LEFT JOIN (
+            SELECT customer_id, count(*) AS currencies, min(currency) AS currency, sum(lifetime_value) AS lifetime_value
+            FROM spend GROUP BY customer_id
+        ) m ON m.customer_id = agg.customer_id
+    ),
     updated AS (
         UPDATE customers c SET
-            total_orders = agg.total_orders,
-            total_appointments = agg.total_appointments,
-            last_order_date = agg.last_order_date,
-            last_appointment_date = agg.last_appointment_date,
-            lifetime_value = agg.lifetime_value
-        FROM agg
-        WHERE c.id = agg.customer_id
+            total_orders = t.total_orders,
+            total_appointments = t.total_appointments,
+            last_order_date = t.last_order_date,
+            last_appointment_date = t.last_appointment_date,
+            lifetime_value = t.lifetime_value,
+            lifetime_value_currency = t.lifetime_value_currency
+        FROM totals t
+        WHERE c.id = t.customer_id
           -- unchanged rows are not rewritten (no dead tuple, no index churn)
-          AND (c.total_orders, c.total_appointments, c.last_order_date, c.last_appointment_date, c.lifetime_value)
-              IS DISTINCT FROM (agg.total_orders, agg.total_appointments, agg.last_order_date,
-                                agg.last_appointment_date, agg.lifetime_value)
+          AND (c.total_orders, c.total_appointments, c.last_order_date, c.last_appointment_date, c.lifetime_value,
+               c.lifetime_value_currency)
+              IS DISTINCT FROM (t.total_orders, t.total_appointments, t.last_order_date, t.last_appointment_date,
+                                t.lifetime_value, t.lifetime_value_currency)
         RETURNING c.id
     )
     INSERT INTO customer_history (
@@ -291,17 +325,26 @@ async def window_figures(
     return dict(result.one()._mapping)
 
 
-async def monetary_rank(session: AsyncSession, business_id: uuid.UUID, lifetime_value: Any) -> tuple[int, int]:
-    """(customers of the business with a lifetime value > 0 and <= this one, all with a value > 0)."""
-    result = await session.execute(
-        text(
-            "SELECT count(*) FILTER (WHERE lifetime_value <= :value) AS at_or_below, count(*) AS spenders"
-            " FROM customers WHERE business_id = :business_id AND lifetime_value > 0"
-        ),
-        {"business_id": business_id, "value": lifetime_value},
-    )
-    row = result.one()
-    return int(row.at_or_below), int(row.spenders)
+_SPEND_RANKS = text(
+    """
+    SELECT mine.currency, mine.orders, mine.lifetime_value, r.at_or_below, r.spenders
+    FROM customer_spend mine
+    CROSS JOIN LATERAL (
+        SELECT count(*) FILTER (WHERE o.lifetime_value <= mine.lifetime_value) AS at_or_below, count(*) AS spenders
+        FROM customer_spend o
+        WHERE o.business_id = :business_id AND o.currency = mine.currency AND o.lifetime_value > 0
+    ) r
+    WHERE mine.customer_id = :id AND mine.business_id = :business_id
+    ORDER BY mine.currency
+    """
+)
+
+
+async def spend_ranks(session: AsyncSession, business_id: uuid.UUID, customer_id: uuid.UUID) -> list[dict[str, Any]]:
+    """Per currency the customer paid in (by currency): orders, lifetime_value, and among the
+    business's customers with a value > 0 in that currency, `at_or_below` this one and `spenders`."""
+    result = await session.execute(_SPEND_RANKS, {"business_id": business_id, "id": customer_id})
+    return [dict(row._mapping) for row in result]
 
 
 async def history_page(

@@ -19,12 +19,23 @@ class Rfm(OutputModel):
     segment: Segment
 
 
+class CurrencyValue(OutputModel):
+    """The customer's spending in one currency ('XXX': orders sent without a currency)."""
+
+    currency: str
+    orders: int
+    lifetime_value: Money
+    average_order_value: Money | None  # lifetime_value / orders, ROUND_HALF_UP to 0.01
+
+
 class CustomerStats(OutputModel):
     customer_id: uuid.UUID
     # The spec's fields (3.6) ...
     total_orders: int
     total_appointments: int
-    lifetime_value: Money
+    # Money is never summed across currencies: null when the customer paid in several (then
+    # `lifetime_value_unavailable` says so and `lifetime_value_by_currency` lists each).
+    lifetime_value: Money | None
     last_order_date: date | None
     # ... and what the admin needs to read the customer at a glance.
     last_appointment_date: date | None
@@ -36,7 +47,10 @@ class CustomerStats(OutputModel):
     cancelled_appointments: int
     no_shows: int
     upcoming_appointments: int
-    average_order_value: Money | None
+    average_order_value: Money | None  # null with no order, or with several currencies
+    lifetime_value_currency: str | None  # the one currency of lifetime_value (null: none or several)
+    lifetime_value_unavailable: Literal["multiple_currencies"] | None  # why lifetime_value is null
+    lifetime_value_by_currency: list[CurrencyValue]  # sorted by currency
     window_months: int
     visits_in_window: int
     visits_per_month: float

@@ -1,20 +1,20 @@
-"""Rules of the activity domain: applying upstream events, statistics, history, recomputation."""
+"""Rules of the activity domain: applying upstream events, history, recomputation (statistics:
+activity/statistics.py, re-exported here as `stats`)."""
 
-import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from datetime import UTC, datetime, timedelta
 from typing import Final, Literal
 
 from pydantic import AwareDatetime, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bee_customers_service.activity import repository
+from bee_customers_service.activity import repository, segments
 from bee_customers_service.activity.contract import Change
-from bee_customers_service.activity.schemas import CustomerStats, HistoryItem, HistoryPage, Rfm, Segment
+from bee_customers_service.activity.schemas import CustomerStats, HistoryItem, HistoryPage
 from bee_customers_service.activity.state import ActivityState, apply
+from bee_customers_service.activity.statistics import stats
 from bee_customers_service.core.config import Settings
 from bee_customers_service.core.errors import DomainError
 from bee_customers_service.core.pagination import CursorCodec
@@ -155,153 +155,11 @@ async def apply_changes(session: AsyncSession, changes: Sequence[Change], *, set
         outcomes[i] = APPLIED
 
     await repository.save_activity(session, list(changed.values()))
-    await repository.recompute(session, {state.customer_id for state in changed.values()})
+    touched = sorted({state.customer_id for state in changed.values()})
+    await repository.recompute(session, touched)
+    # The stored segment (search's facet) follows in the same transaction (activity/segments.py).
+    await segments.store(session, touched, now=datetime.now(UTC), window_months=settings.stats_window_months)
     return [outcome if outcome is not None else DUPLICATE for outcome in outcomes]
-
-
-# --- statistics ---------------------------------------------------------------------------------
-
-
-def months_before(moment: datetime, months: int) -> datetime:
-    """The same instant `months` calendar months earlier (the day clamped to the month's length)."""
-    month_index = moment.year * 12 + (moment.month - 1) - months
-    year, month = divmod(month_index, 12)
-    month += 1
-    next_month = date(year + (month == 12), month % 12 + 1, 1)
-    last_day = (next_month - date(year, month, 1)).days
-    return moment.replace(year=year, month=month, day=min(moment.day, last_day))
-
-
-def _rate(part: int, whole: int) -> float | None:
-    return round(part / whole, 4) if whole else None
-
-
-def recency_score(days: int | None) -> int | None:
-    if days is None:
-        return None
-    for limit, score in ((30, 5), (60, 4), (90, 3), (180, 2)):
-        if days <= limit:
-            return score
-    return 1
-
-
-def frequency_score(visits_per_month: float, *, ever_visited: bool) -> int | None:
-    if not ever_visited:
-        return None
-    for limit, score in ((4, 5), (2, 4), (1, 3), (1 / 3, 2)):
-        if visits_per_month >= limit:
-            return score
-    return 1
-
-
-def monetary_score(lifetime_value: Decimal, at_or_below: int, spenders: int) -> int:
-    if lifetime_value <= 0 or spenders == 0:
-        return 1
-    return max(1, min(5, math.ceil(5 * at_or_below / spenders)))
-
-
-def segment_for(
-    recency: int | None,
-    frequency: int | None,
-    monetary: int,
-    *,
-    first_visit_days_ago: int | None,
-    visits: int,
-) -> Segment:
-    """The rule in docs/events.md ("RFM segments"), evaluated top-down."""
-    if recency is None or frequency is None:
-        return "prospect"
-    if first_visit_days_ago is not None and first_visit_days_ago <= 30 and visits <= 2:
-        return "new"
-    if recency >= 4 and frequency >= 4 and monetary >= 4:
-        return "champion"
-    if recency >= 3 and frequency >= 3:
-        return "loyal"
-    if recency >= 3:
-        return "promising"
-    if recency == 2 and (frequency >= 3 or monetary >= 4):
-        return "at_risk"
-    if recency == 2:
-        return "hibernating"
-    return "lost"
-
-
-def _latest(*days: date | None) -> date | None:
-    known = [d for d in days if d is not None]
-    return max(known) if known else None
-
-
-def _earliest(*days: date | None) -> date | None:
-    known = [d for d in days if d is not None]
-    return min(known) if known else None
-
-
-async def stats(
-    session: AsyncSession, customer: Customer, *, settings: Settings, now: datetime | None = None
-) -> CustomerStats:
-    """The customer's statistics at `now` (default: the current time)."""
-    now = now or datetime.now(UTC)
-    today = now.date()
-    window = settings.stats_window_months
-    history = await repository.history_row(session, customer.id) or {}
-    figures = await repository.window_figures(session, customer.id, now=now, window_start=months_before(now, window))
-    at_or_below, spenders = await repository.monetary_rank(session, customer.business_id, customer.lifetime_value)
-
-    last_visit = _latest(customer.last_order_date, customer.last_appointment_date)
-    first_visit = _earliest(history.get("first_order_date"), history.get("first_appointment_date"))
-    days_since = max(0, (today - last_visit).days) if last_visit else None
-    visits_per_month = round(figures["visits_in_window"] / window, 2)
-    no_shows = history.get("no_shows", 0)
-    visits = customer.total_orders + customer.total_appointments
-
-    recency = recency_score(days_since)
-    frequency = frequency_score(visits_per_month, ever_visited=last_visit is not None)
-    monetary = monetary_score(customer.lifetime_value, at_or_below, spenders)
-    segment = segment_for(
-        recency,
-        frequency,
-        monetary,
-        first_visit_days_ago=(today - first_visit).days if first_visit else None,
-        visits=visits,
-    )
-    average = (
-        (customer.lifetime_value / customer.total_orders).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
-        if customer.total_orders
-        else None
-    )
-    return CustomerStats(
-        customer_id=customer.id,
-        total_orders=customer.total_orders,
-        total_appointments=customer.total_appointments,
-        lifetime_value=customer.lifetime_value,
-        last_order_date=customer.last_order_date,
-        last_appointment_date=customer.last_appointment_date,
-        first_order_date=history.get("first_order_date"),
-        first_appointment_date=history.get("first_appointment_date"),
-        returned_orders=history.get("returned_orders", 0),
-        returned_amount=history.get("returned_amount", Decimal("0")),
-        cancelled_orders=history.get("cancelled_orders", 0),
-        cancelled_appointments=history.get("cancelled_appointments", 0),
-        no_shows=no_shows,
-        upcoming_appointments=figures["upcoming_appointments"],
-        average_order_value=average,
-        window_months=window,
-        visits_in_window=figures["visits_in_window"],
-        visits_per_month=visits_per_month,
-        cancellation_rate=_rate(history.get("cancelled_appointments", 0), figures["appointments_recorded"]),
-        no_show_rate=_rate(no_shows, customer.total_appointments + no_shows),
-        return_rate=_rate(history.get("returned_orders", 0), customer.total_orders),
-        last_visit_date=last_visit,
-        days_since_last_visit=days_since,
-        rfm=Rfm(
-            recency=recency,
-            frequency=frequency,
-            monetary=monetary if recency is not None else None,
-            score=f"{recency}{frequency}{monetary}" if recency is not None and frequency is not None else None,
-            segment=segment,
-        ),
-        computed_at=now,
-    )
 
 
 async def history(
@@ -329,12 +187,14 @@ async def recompute_customer(
     """Rebuild one customer's aggregates from its activity rows; returns the fresh statistics."""
     await customers_service.lock_customers(session, [customer.id])
     await repository.recompute(session, [customer.id])
+    now = datetime.now(UTC)
+    await segments.store(session, [customer.id], now=now, window_months=settings.stats_window_months)
     await session.refresh(customer)
     record = catalogue.AuditStatsRecomputed(
         customer_id=customer.id, business_id=customer.business_id, actor=catalogue.Actor.of(actor)
     )
     await audit.record(session, record)
-    return await stats(session, customer, settings=settings)
+    return await stats(session, customer, settings=settings, now=now)
 
 
 async def recompute_business(

@@ -135,6 +135,10 @@ class Settings(BaseSettings):
     processed_events_retention_days: float = Field(default=30.0, gt=0)
     processed_events_prune_interval_seconds: float = Field(default=3600.0, gt=0)
     stats_window_months: int = Field(default=6, ge=1, le=60)
+    # The stored RFM segment (activity/segments.py) is refreshed business by business this often,
+    # by one replica (an advisory lock; 0: never). Daily: recency scores move on day boundaries
+    # (30/60/90/180 days), and a customer's own activity already refreshes theirs at once.
+    segment_refresh_seconds: float = Field(default=86400.0, ge=0)
     # Notes (spec 5.4): comma-separated words or phrases a note may not contain (whole words,
     # case- and accent-insensitive). Empty: no content filter.
     notes_blocklist: str = ""

@@ -14,6 +14,11 @@ EVENTS_CONSUMED = Counter("events_consumed_total", "Upstream events consumed, by
 RATE_LIMITED = Counter("rate_limited_total", "Requests refused by a rate limit.", ["limit"])
 OUTBOX_PENDING = Gauge("outbox_pending_events", "Outbox events not yet published.")
 OUTBOX_OLDEST_PENDING = Gauge("outbox_oldest_pending_seconds", "Age of the oldest unpublished outbox event.")
+SEGMENTS_CHANGED = Counter("rfm_segments_changed_total", "Stored RFM segments rewritten by a periodic refresh.")
+SEGMENT_REFRESHES = Counter("rfm_segment_refreshes_total", "Periodic refreshes of the stored RFM segments.", ["result"])
+SEGMENT_REFRESH_LAST = Gauge(
+    "rfm_segment_refresh_last_success_timestamp_seconds", "When the last periodic RFM segment refresh finished."
+)
 
 # Which committed event moves which business counter is said by the event's class in
 # events/catalogue.py (its `counter`); core knows no events.

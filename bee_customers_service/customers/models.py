@@ -47,7 +47,10 @@ class Customer(TimestampMixin, Base):
     total_appointments: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     last_order_date: Mapped[date | None] = mapped_column(Date)
     last_appointment_date: Mapped[date | None] = mapped_column(Date)
-    lifetime_value: Mapped[Decimal] = mapped_column(Numeric(12, 2), nullable=False, server_default="0")
+    # Money is never summed across currencies (activity.models.CustomerSpend keeps one row per currency):
+    # the value when the customer paid in exactly one currency (named here), 0 when none, NULL when several.
+    lifetime_value: Mapped[Decimal | None] = mapped_column(Numeric(12, 2), server_default="0")
+    lifetime_value_currency: Mapped[str | None] = mapped_column(String(3))
 
     # The admin view's extras, filled only by the queries that ask for them in the same round trip
     # (repository.get(..., with_admin_extras=True)); None otherwise.
@@ -58,6 +61,11 @@ class Customer(TimestampMixin, Base):
     # then 'local', and auth's name updates no longer apply), and the time of the last auth event applied.
     name_source: Mapped[str] = mapped_column(String(10), nullable=False, server_default="auth")
     auth_synced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    # The stored RFM segment (activity/segments.py), for the search facet over a whole business:
+    # recomputed with the activity and by the periodic refresh. GET stats computes it live instead.
+    rfm_segment: Mapped[str] = mapped_column(String(20), nullable=False, server_default="prospect")
+    rfm_segment_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     # Optimistic concurrency: bumped on every write, exposed as the ETag.
     version: Mapped[int] = mapped_column(Integer, nullable=False, server_default="1")
@@ -103,7 +111,9 @@ class Customer(TimestampMixin, Base):
         ),
         Index("ix_customers_business_created_at_id", "business_id", "created_at", "id"),
         Index("ix_customers_business_search_name_id", "business_id", "search_name", "id"),
-        Index("ix_customers_business_lifetime_value_id", "business_id", "lifetime_value", "id"),
+        # The sort key of search's lifetime_value sort: several currencies (NULL) sort after every value.
+        Index("ix_customers_business_lifetime_value_id", "business_id", text("(coalesce(lifetime_value, -1))"), "id"),
+        Index("ix_customers_business_rfm_segment", "business_id", "rfm_segment"),
         Index(
             "ix_customers_business_last_order_id",
             "business_id",

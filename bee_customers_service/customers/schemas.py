@@ -180,7 +180,10 @@ class CustomerView(ShowsAvatar):
     total_appointments: int
     last_order_date: date | None
     last_appointment_date: date | None
-    lifetime_value: Money
+    # Money per currency (activity/): null when the customer paid in several currencies (their stats
+    # list each one); `lifetime_value_currency` names the one currency, null when none or several.
+    lifetime_value: Money | None
+    lifetime_value_currency: str | None
     created_at: datetime
     updated_at: datetime
     version: int

@@ -8,7 +8,7 @@ from sqlalchemy import CursorResult, Table, bindparam, delete, func, select, tex
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bee_customers_service.activity.models import CustomerActivity, CustomerHistory
+from bee_customers_service.activity.models import CustomerActivity, CustomerHistory, CustomerSpend
 from bee_customers_service.events.catalogue import AUDIT_PREFIX
 from bee_customers_service.events.outbox import OutboxEvent
 from bee_customers_service.gdpr.models import GdprRequest
@@ -19,7 +19,8 @@ from bee_customers_service.tags.models import CustomerTag
 # Every table whose rows belong to one customer (by `customer_id`). Export and erasure both walk
 # this list, so a table added here is exported and erased alike; a new table must be added here.
 CUSTOMER_OWNED_TABLES: tuple[Table, ...] = tuple(
-    cast(Table, model.__table__) for model in (CustomerTag, CustomerNote, CustomerHistory, CustomerActivity)
+    cast(Table, model.__table__)
+    for model in (CustomerTag, CustomerNote, CustomerHistory, CustomerSpend, CustomerActivity)
 )
 
 

@@ -35,6 +35,7 @@ COLUMNS = (
     "total_orders",
     "last_order_date",
     "lifetime_value",
+    "lifetime_value_currency",
     "tags",
 )
 MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "ndjson": "application/x-ndjson"}
@@ -62,7 +63,9 @@ def _record(row: Any) -> dict[str, Any]:
         "created_at": row.sort_key.isoformat(),
         "total_orders": row.total_orders,
         "last_order_date": row.last_order_date.isoformat() if row.last_order_date is not None else None,
-        "lifetime_value": str(row.lifetime_value),
+        # Empty (null) when the customer paid in several currencies: no single sum exists.
+        "lifetime_value": str(row.lifetime_value) if row.lifetime_value is not None else None,
+        "lifetime_value_currency": row.lifetime_value_currency,
         "tags": list(row.tags or ()),
     }
 

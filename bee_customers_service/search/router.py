@@ -41,7 +41,6 @@ async def export_customers(params: OwnBusinessExport, principal: AdminCaller, re
 @router.get(
     "",
     response_model=SearchPage,
-    response_model_exclude_none=True,
     responses=problems(403),
     summary="Search and list a business's customers (keyset pages, relevance first with `query`)",
 )
@@ -51,5 +50,4 @@ async def search_customers(
     settings: SettingsDep,
 ) -> Response:
     page = await service.search_customers(session, params=params, settings=settings)
-    body = page.model_dump_json(exclude={"total"} if page.total is None else None)
-    return Response(content=body, media_type="application/json")
+    return Response(content=page.model_dump_json(), media_type="application/json")

@@ -1,4 +1,4 @@
-"""Admin search over a business's customers: decode the cursor, run the page query, count on request."""
+"""Admin search over a business's customers: decode the cursor, run the page query, the total and the facets."""
 
 import hashlib
 import uuid
@@ -12,10 +12,18 @@ from bee_customers_service.core.pagination import CursorCodec
 from bee_customers_service.customers.schemas import view_context
 from bee_customers_service.search import repository
 from bee_customers_service.search.repository import SORT_TYPES, SearchFilters, interpret_query
-from bee_customers_service.search.schemas import SearchCriteria, SearchItem, SearchPage, SearchParams
+from bee_customers_service.search.schemas import (
+    FacetCount,
+    Facets,
+    SearchCriteria,
+    SearchItem,
+    SearchPage,
+    SearchParams,
+)
 
 # Everything but paging: a cursor is only valid for the search (and ordering) that handed it out.
-_PAGING_FIELDS = {"cursor", "limit", "include_total"}
+# `facets` and `include_total` only add numbers: a dashboard that toggles them keeps its cursor.
+_PAGING_FIELDS = {"cursor", "limit", "include_total", "facets"}
 
 
 async def forget_stale_short_words(session: AsyncSession, business_ids: list[uuid.UUID]) -> None:
@@ -65,10 +73,18 @@ async def search_customers(session: AsyncSession, *, params: SearchParams, setti
         return (row.rank, *base) if filters.query is not None else base
 
     page_rows, next_cursor = cursors.page_of(rows, params.limit, key=key, scope=scope)
-    total = await repository.count(session, filters) if params.include_total else None
+    summary = await repository.summarise(session, filters, total=params.include_total, facets=params.facet_names)
     context = view_context(settings)
+    facets = None
+    if params.facet_names:
+        facets = Facets.model_validate(
+            {name: [FacetCount(value=value, count=n) for value, n in counts] for name, counts in summary.facets.items()}
+        )
     return SearchPage(
         items=[SearchItem.model_validate(row._mapping, context=context) for row in page_rows],
         next_cursor=next_cursor,
-        total=total,
+        total=summary.total,
+        total_is_estimate=summary.total_is_estimate,
+        facets=facets,
+        facets_are_estimates=summary.facets_are_estimates,
     )

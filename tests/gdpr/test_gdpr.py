@@ -102,7 +102,7 @@ async def test_erasure_removes_every_row_and_emits_an_id_only_event(client, worl
     response = await client.delete(f"/customers/{mine['id']}", headers=world.admin.headers)
 
     assert response.status_code == 204
-    for table in ("customer_tags", "customer_notes", "customer_history", "customer_activity"):
+    for table in ("customer_tags", "customer_notes", "customer_history", "customer_spend", "customer_activity"):
         assert await fetch(f"SELECT 1 FROM {table} WHERE customer_id = :c", c=cid) == [], table  # noqa: S608
     assert await fetch("SELECT 1 FROM customers WHERE id = :c", c=cid) == []
     remaining = await fetch("SELECT event_name, payload FROM outbox WHERE customer_id = :c ORDER BY id", c=cid)
@@ -146,6 +146,7 @@ async def test_erasure_record_holds_counts_and_fingerprint_only(client, world, w
         "customer_tags": 1,
         "customer_notes": 1,
         "customer_history": 1,
+        "customer_spend": 0,
         "customer_activity": 0,
         "outbox": 0,
         "outbox_redacted": len(pending),

@@ -54,6 +54,7 @@ def _as_csv_row(item):
         "total_orders": str(item["total_orders"]),
         "last_order_date": item["last_order_date"] or "",
         "lifetime_value": item["lifetime_value"],
+        "lifetime_value_currency": item["lifetime_value_currency"] or "",
         "tags": _safe(";".join(item["tags"])),
     }
 
@@ -71,7 +72,7 @@ def _parsed_csv(response):
     rows = list(csv.DictReader(io.StringIO(response.text, newline="")))
     for row in rows:
         row.pop("created_at")
-        row["lifetime_value"] = float(row["lifetime_value"])
+        row["lifetime_value"] = float(row["lifetime_value"]) if row["lifetime_value"] else None
     return rows
 
 

@@ -8,7 +8,8 @@
 - tags: EXISTS probes of the (customer_id, label_key) index, or a semi-join for a rare tag (`conditions`).
 
 Modules: `query` (the query text), `filters` (filters, sort keys), `params` (the bind parameters),
-`conditions` (WHERE, cursor, order), `phases` (relevance), `typos` (similar name words), `statements`;
+`conditions` (WHERE, cursor, order), `phases` (relevance), `typos` (similar name words), `statements`,
+`matches` (a row's `matched_on`), `summary` (the total and the facets over the whole match set);
 this one runs them in a session.
 """
 
@@ -18,13 +19,13 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, func, select, text
+import orjson
+from sqlalchemy import Float, Select, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bee_customers_service.customers.models import Customer
-from bee_customers_service.search.repository.conditions import where
+from bee_customers_service.search.repository import summary
 from bee_customers_service.search.repository.filters import (
     NO_ORDER_DATE,
     SORT_KEYS,
@@ -32,8 +33,8 @@ from bee_customers_service.search.repository.filters import (
     SearchFilters,
     filters_shape,
 )
-from bee_customers_service.search.repository.params import request_params
-from bee_customers_service.search.repository.phases import UNUSUAL_NAME, Phase, match, phases
+from bee_customers_service.search.repository.params import Params, request_params
+from bee_customers_service.search.repository.phases import UNUSUAL_NAME, Phase, phases
 from bee_customers_service.search.repository.query import TextQuery, interpret_query, one_word, phased, query_shape
 from bee_customers_service.search.repository.statements import (
     page_statement,
@@ -60,6 +61,7 @@ _PLAN_MODES = {
 }
 
 T = TypeVar("T")
+_PERCENT = Float()
 
 
 @dataclass(frozen=True)
@@ -188,16 +190,55 @@ async def forget_stale_short_words(session: AsyncSession, business_ids: Sequence
     await session.execute(_FORGET_SHORT_WORDS, {"business_ids": list(business_ids)})
 
 
-async def count(session: AsyncSession, filters: SearchFilters) -> int:
-    """How many customers match the filters (and the query, in any tier)."""
-    if filters.query is not None:
-        await session.execute(_SESSION_SETTINGS)
+@dataclass(frozen=True)
+class Summary:
+    """`total` and the facets' (value, count) lists, each exact or estimated."""
+
+    total: int | None
+    total_is_estimate: bool
+    facets: dict[str, list[tuple[str, int]]]
+    facets_are_estimates: bool
+
+
+def _summary_shape(filters: SearchFilters) -> tuple[Any, ...]:
+    query = filters.query
+    text_shape = None if query is None else (query.phone_digits is not None, "@" in query.raw, query_shape(query))
+    return (text_shape, filters_shape(filters))
+
+
+async def summarise(session: AsyncSession, filters: SearchFilters, *, total: bool, facets: tuple[str, ...]) -> Summary:
+    """The matches' total (when `total`) and the top values of each facet, over the whole match set."""
+    if not total and not facets:
+        return Summary(None, False, {}, False)
+    # Planned for this request's values (the EXPLAIN's estimate above all), with the typo threshold.
+    await session.execute(_SESSION_SETTINGS)
     params = request_params(filters)
-    conditions = where(filters, params)
-    if filters.query is not None:
-        conditions.append(match(filters.query, params))
-    statement = select(func.count()).select_from(Customer).where(*conditions)
-    return (await session.execute(statement)).scalar_one()
+    shape = _summary_shape(filters)
+    exact = _cached(("summary", *shape, facets), partial(summary.exact_statement, filters, params, facets))
+    rows = (await session.execute(exact.statement, params.values(exact.inputs))).all()
+    numbers = {row.facet: row.n for row in rows if row.value is None}
+    found: dict[str, list[tuple[str, int]]] = {name: [] for name in facets}
+    if numbers[summary.TOTAL] <= summary.EXACT_LIMIT:
+        for row in rows:
+            if row.value is not None:
+                found[row.facet].append((row.value, row.n))
+        return Summary(numbers[summary.TOTAL] if total else None, False, found, False)
+
+    estimate = summary.estimate_statement(filters, params)  # not cached: EXPLAIN is not a Select
+    plan = (await session.execute(estimate)).scalar_one()
+    # FORMAT JSON comes back as text (asyncpg decodes json columns to str).
+    planned = (orjson.loads(plan) if isinstance(plan, str | bytes) else plan)[0]["Plan"]["Plan Rows"]
+    matches = max(int(planned), summary.EXACT_LIMIT + 1)  # more than EXACT_LIMIT were counted
+    if facets:
+        percent = summary.sample_percent(matches, numbers[summary.TABLE_ROWS])
+        sampled = Params({**params.entries, "sample_percent": (percent, _PERCENT)})
+        statement = _cached(("sampled", *shape, facets), partial(summary.sampled_statement, filters, sampled, facets))
+        rows = (await session.execute(statement.statement, sampled.values(statement.inputs))).all()
+        in_sample = next(row.n for row in rows if row.value is None)
+        for row in rows:
+            if row.value is not None:
+                found[row.facet].append((row.value, round(row.n * matches / in_sample)))
+    return Summary(matches if total else None, True, found, bool(facets))
 
 
 def explain_statement(
@@ -219,10 +260,11 @@ __all__ = [
     "SORT_TYPES",
     "UNUSUAL_NAME",
     "SearchFilters",
+    "Summary",
     "TextQuery",
     "_cached",
-    "count",
     "explain_statement",
     "interpret_query",
     "search_page",
+    "summarise",
 ]

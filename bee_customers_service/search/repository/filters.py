@@ -23,11 +23,15 @@ Column: TypeAlias = ColumnElement[Any] | InstrumentedAttribute[Any]
 NO_ORDER_DATE = date(1900, 1, 1)
 _last_order_key = func.coalesce(Customer.last_order_date, literal_column("DATE '1900-01-01'"))
 
+# Money per currency: a customer who paid in several currencies has no single lifetime value (NULL);
+# they sort as -1, after every single-currency value when biggest first (ix_customers_business_lifetime_value_id).
+_lifetime_value_key = func.coalesce(Customer.lifetime_value, literal_column("-1"))
+
 SORT_KEYS: dict[str, Column] = {
     "created_at": Customer.created_at,
     "full_name": Customer.search_name,
     "last_order_date": _last_order_key,
-    "lifetime_value": Customer.lifetime_value,
+    "lifetime_value": _lifetime_value_key,
 }
 SORT_TYPES: dict[str, type] = {
     "created_at": AwareDatetime,  # a cursor carrying a naive time is refused (422), never sent to SQL

@@ -24,6 +24,7 @@ from sqlalchemy.dialects.postgresql import aggregate_order_by
 from bee_customers_service.customers.models import Customer
 from bee_customers_service.search.repository.conditions import cursor_condition, order_by, where
 from bee_customers_service.search.repository.filters import SORT_KEYS, Column, SearchFilters
+from bee_customers_service.search.repository.matches import NO_MATCH, matched_on
 from bee_customers_service.search.repository.params import Params
 from bee_customers_service.search.repository.phases import Phase, match, rank, starts_with, terms
 from bee_customers_service.search.repository.query import TextQuery
@@ -46,8 +47,11 @@ COLUMNS = (
     Customer.avatar_url,
     Customer.total_orders,
     Customer.lifetime_value,
+    Customer.lifetime_value_currency,
     Customer.last_order_date,
 )
+# What `matched_on` reads besides COLUMNS, carried through the page subquery of a phone / "@" query.
+_MATCHED_COLUMNS = (Customer.search_name, Customer.phone_digits)
 # (id, sort_key, rank) rows of a phase, before `with_columns`.
 Found: TypeAlias = Select[*tuple[Any, ...]] | CompoundSelect[*tuple[Any, ...]]
 WORD_TIERS = (1000, 900, 800)  # the tiers of the word walk (`word_phase_statement`)
@@ -88,7 +92,7 @@ def page_statement(filters: SearchFilters, params: Params, *, sort: str, directi
         if (after := cursor_condition(params, key, direction, ranked)) is not None:
             conditions.append(after)
         page = (
-            select(*COLUMNS, key.label("sort_key"), ranked.label("rank"))
+            select(*COLUMNS, key.label("sort_key"), ranked.label("rank"), *_MATCHED_COLUMNS)
             .where(*conditions)
             .order_by(ranked.desc(), *order_by(key, Customer.id, direction))
             .limit(limit)
@@ -98,7 +102,13 @@ def page_statement(filters: SearchFilters, params: Params, *, sort: str, directi
     order = order_by(page.c.sort_key, page.c.id, direction)
     if filters.query is not None:
         order.insert(0, page.c.rank.desc())
-    return select(page, tags_of(page.c.id).label("tags")).order_by(*order).limit(limit)
+    matched: ColumnElement[Any] = NO_MATCH
+    if filters.query is not None:
+        c = page.c
+        matched = matched_on(
+            params, customer_id=c.id, search_name=c.search_name, email=c.email, phone_digits=c.phone_digits
+        )
+    return select(page, tags_of(page.c.id).label("tags"), matched.label("matched_on")).order_by(*order).limit(limit)
 
 
 def phase_statement(
@@ -271,7 +281,20 @@ def with_columns(found: Found, params: Params, direction: str) -> Select[Any]:
     )
     columns = [c for c in COLUMNS if c is not Customer.id]
     return (
-        select(page.c.id, *columns, page.c.sort_key, page.c.rank, tags_of(page.c.id).label("tags"))
+        select(
+            page.c.id,
+            *columns,
+            page.c.sort_key,
+            page.c.rank,
+            tags_of(page.c.id).label("tags"),
+            matched_on(
+                params,
+                customer_id=page.c.id,
+                search_name=Customer.search_name,
+                email=Customer.email,
+                phone_digits=Customer.phone_digits,
+            ).label("matched_on"),
+        )
         .join_from(page, Customer, Customer.id == page.c.id)
         .order_by(page.c.rank.desc(), *order_by(page.c.sort_key, page.c.id, direction))
     )
