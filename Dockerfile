@@ -64,7 +64,8 @@ COPY --from=builder --chown=root:root /app /app
 WORKDIR /app
 # The code is owned by root and read-only for the service; only its data dir is writable.
 RUN mkdir -p /app/.data && chown bee:bee /app/.data
-USER bee:bee
+# Numeric (the `bee` user above): Kubernetes can only check runAsNonRoot against a number.
+USER 10001:10001
 
 EXPOSE 8007
 
