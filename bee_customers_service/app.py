@@ -98,6 +98,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Async callables run before each /metrics scrape to refresh gauges (e.g. the outbox backlog).
     metrics_refreshers: list[Callable[[], Awaitable[None]]] = []
     app.state.metrics_refreshers = metrics_refreshers
+    # The pool's gauges and `service_ready` (deploy/prometheus/alerts.yaml) read the database of
+    # the running lifespan, so they are looked up at each scrape.
+    metrics_refreshers.append(lambda: app.state.database.record_pool_metrics())
+    metrics_refreshers.append(lambda: health.record_readiness(app))
     app.state.rate_limiter = RateLimiter(settings)
     app.state.avatar_storage = storage_from_settings(settings)
 

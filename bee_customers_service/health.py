@@ -7,6 +7,8 @@ from fastapi import APIRouter, Request
 from sqlalchemy import text
 from starlette.responses import JSONResponse
 
+from bee_customers_service.core.metrics import SERVICE_READY
+
 router = APIRouter(tags=["health"])
 
 READINESS_TIMEOUT_SECONDS = 2.0
@@ -17,8 +19,8 @@ async def healthcheck() -> dict[str, str]:
     return {"status": "ok"}
 
 
-async def _database_ready(request: Request) -> dict[str, Any]:
-    engine = request.app.state.database.engine
+async def _database_ready(app: Any) -> dict[str, Any]:
+    engine = app.state.database.engine
     try:
         async with asyncio.timeout(READINESS_TIMEOUT_SECONDS):
             async with engine.connect() as connection:
@@ -39,7 +41,7 @@ async def _database_ready(request: Request) -> dict[str, Any]:
     },
 )
 async def readyz(request: Request) -> JSONResponse:
-    checks: dict[str, Any] = {"database": await _database_ready(request)}
+    checks: dict[str, Any] = {"database": await _database_ready(request.app)}
     for name, probe in request.app.state.readiness_reporters.items():
         checks[name] = await probe()
     ready = checks["database"]["status"] == "up"
@@ -47,3 +49,8 @@ async def readyz(request: Request) -> JSONResponse:
         {"status": "ready" if ready else "unavailable", "checks": checks},
         status_code=200 if ready else 503,
     )
+
+
+async def record_readiness(app: Any) -> None:
+    """`service_ready` at each scrape: what /readyz would answer now, whoever probes it (or not)."""
+    SERVICE_READY.set(1 if (await _database_ready(app))["status"] == "up" else 0)

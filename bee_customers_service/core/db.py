@@ -15,9 +15,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.pool import QueuePool
 
 from bee_customers_service.core.config import Settings
 from bee_customers_service.core.errors import DatabaseUnavailable
+from bee_customers_service.core.metrics import DATABASE_POOL_CONNECTIONS, DATABASE_POOL_MAX_CONNECTIONS
 
 log = structlog.get_logger(__name__)
 
@@ -122,6 +124,7 @@ class Database:
 
     def __init__(self, url: str, settings: Settings) -> None:
         self.url = url
+        self.max_overflow = settings.database_max_overflow
         self.engine = create_engine(url, settings)
         # Writes: one transaction, committed once by its owner (get_session for a request).
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
@@ -160,6 +163,15 @@ class Database:
                     raise
                 await connection.invalidate()
                 raise DatabaseUnavailable("the database connection was closed") from exc
+
+    async def record_pool_metrics(self) -> None:
+        """The pool's gauges, refreshed at each scrape: connections in use, idle, and the ceiling."""
+        pool = self.engine.pool
+        if not isinstance(pool, QueuePool):  # a NullPool (no pooling) has nothing to report
+            return
+        DATABASE_POOL_CONNECTIONS.labels(state="in_use").set(pool.checkedout())
+        DATABASE_POOL_CONNECTIONS.labels(state="idle").set(pool.checkedin())
+        DATABASE_POOL_MAX_CONNECTIONS.set(pool.size() + self.max_overflow)
 
     async def dispose(self) -> None:
         await self.engine.dispose()

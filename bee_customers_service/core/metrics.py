@@ -11,9 +11,26 @@ NOTES_CREATED = Counter("notes_created_total", "Internal notes added (committed)
 TAGGED_CUSTOMERS = Counter("tagged_customers_total", "Tags added to customers (committed).")
 EVENTS_PUBLISHED = Counter("events_published_total", "Outbox events confirmed by the broker.", ["event"])
 EVENTS_CONSUMED = Counter("events_consumed_total", "Upstream events consumed, by outcome.", ["result"])
+# Every outcome starts at 0: a series born at 1 shows no increase() to an alert, so the first
+# dead letter of a process would be missed (deploy/prometheus/alerts.yaml).
+for _result in ("applied", "duplicate", "retried", "dead_lettered"):
+    EVENTS_CONSUMED.labels(result=_result)
 RATE_LIMITED = Counter("rate_limited_total", "Requests refused by a rate limit.", ["limit"])
 OUTBOX_PENDING = Gauge("outbox_pending_events", "Outbox events not yet published.")
 OUTBOX_OLDEST_PENDING = Gauge("outbox_oldest_pending_seconds", "Age of the oldest unpublished outbox event.")
+# Refreshed at each scrape (app.state.metrics_refreshers), like the outbox gauges.
+OUTBOX_RELAY_ROLE = Gauge(
+    "outbox_relay_role",
+    "1 for the state of this process's outbox relay (leader, standby, ...), 0 for the others.",
+    ["role"],
+)
+DATABASE_POOL_CONNECTIONS = Gauge(
+    "database_pool_connections", "Connections of this process's database pool, in use or idle.", ["state"]
+)
+DATABASE_POOL_MAX_CONNECTIONS = Gauge(
+    "database_pool_max_connections", "The most connections the pool opens (pool size plus overflow)."
+)
+SERVICE_READY = Gauge("service_ready", "1 when GET /readyz answers 200 (the database answers), 0 when it answers 503.")
 SEGMENTS_CHANGED = Counter("rfm_segments_changed_total", "Stored RFM segments rewritten by a periodic refresh.")
 SEGMENT_REFRESHES = Counter("rfm_segment_refreshes_total", "Periodic refreshes of the stored RFM segments.", ["result"])
 SEGMENT_REFRESH_LAST = Gauge(

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 from bee_customers_service.core.config import Settings
-from bee_customers_service.core.metrics import OUTBOX_OLDEST_PENDING, OUTBOX_PENDING
+from bee_customers_service.core.metrics import OUTBOX_OLDEST_PENDING, OUTBOX_PENDING, OUTBOX_RELAY_ROLE
 from bee_customers_service.events.broker import EventBroker
 from bee_customers_service.events.outbox import outbox_backlog
 
@@ -21,6 +21,9 @@ READINESS_TIMEOUT_SECONDS = 2.0
 DOWN_AFTER_SECONDS = 30.0
 # Relay states that, when not leading, stand for the whole entry's status.
 _RELAY_STATUSES = ("standby", "reconnecting", "down", "starting", "stopped")
+# Every value of `outbox_relay_role{role}`: one series each, 1 for the current state, so a
+# dashboard sees a role change as one series dropping to 0 rather than a series vanishing.
+RELAY_ROLES = ("leader", *_RELAY_STATUSES, "disabled", "not_running")
 
 
 class OutboxRelay(Protocol):
@@ -77,6 +80,10 @@ async def events_readiness(app: Any) -> AsyncIterator[None]:
         return report
 
     async def refresh_gauges() -> None:
+        relay: OutboxRelay | None = getattr(app.state, "outbox_relay", None)
+        role = relay.state if relay is not None else "not_running"
+        for each in RELAY_ROLES:
+            OUTBOX_RELAY_ROLE.labels(role=each).set(1 if each == role else 0)
         pending = await backlog()
         if "error" not in pending:
             OUTBOX_PENDING.set(pending["pending"])
