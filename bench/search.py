@@ -300,6 +300,8 @@ async def run_stage(
             (),
         ),
         "total estimate (no filter)": (everyone, ()),
+        "total + name query": (SearchFilters(business_id=business_id, query=interpret_query(workload.names[0])), ()),
+        "total + tag filter": (SearchFilters(business_id=business_id, tags=["VIP"]), ()),
         "facets (no query)": (everyone, ("tags", "segment")),
         "facets + name query": (
             SearchFilters(business_id=business_id, query=interpret_query(workload.names[0])),
