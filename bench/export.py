@@ -13,7 +13,6 @@ read from /proc every 50 ms; the table shows it before the request, its peak, an
 import argparse
 import asyncio
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -26,14 +25,15 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+# bench/search.py's server: one worker, no relay, no periodic RFM refresh (it would run mid-export).
+from search import SECRET, start_server  # noqa: E402
+
 from bee_customers_service import seed  # noqa: E402
 from bee_customers_service.cli import run_migrations  # noqa: E402
 from bee_customers_service.core.config import Settings  # noqa: E402
 from bee_customers_service.core.db import to_async_url  # noqa: E402
 from bee_customers_service.core.security import mint_token  # noqa: E402
 from tests.services import create_database, drop_database, free_port, postgres_server_url  # noqa: E402
-
-SECRET = "bench-secret-0123456789abcdef0123456789abcdef"
 
 
 def rss_mib(pid: int) -> float:
@@ -70,28 +70,6 @@ class MemoryWatch:
         self._stop.set()
         self._thread.join()
         self.samples.append(rss_mib(self.pid))
-
-
-def start_server(database_url: str, port: int) -> subprocess.Popen[bytes]:
-    """One worker with the production settings but no relay (nothing else runs in the process)."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("BEE_")}
-    env.update(BEE_DATABASE_URL=database_url, BEE_JWT_SECRET=SECRET, BEE_RELAY_ENABLED="false", BEE_LOG_LEVEL="warning")
-    executable = Path(sys.executable).parent / "bee-customers"
-    process = subprocess.Popen(
-        [str(executable), "serve", "--host", "127.0.0.1", "--port", str(port), "--no-access-log"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    process.terminate()
-    raise RuntimeError("the server did not become ready")
 
 
 @dataclass
