@@ -219,6 +219,11 @@ def used_indexes(plan: str) -> str:
 async def explain(database_url: str, filters: SearchFilters, sort: str = "created_at", after: Any = None) -> str:
     direction = {"full_name": "asc"}.get(sort, "desc")
     statement = explain_statement(filters, sort=sort, direction=direction, after=after, limit=PAGE + 1)
+    return await explain_sql(database_url, statement)
+
+
+async def explain_sql(database_url: str, statement: Any) -> str:
+    """EXPLAIN ANALYZE of a statement with its values inlined, under the service's trigram threshold."""
     sql = str(statement.compile(dialect=pg_asyncpg.dialect(), compile_kwargs={"literal_binds": True}))
     connection = await asyncpg.connect(database_url, server_settings={"jit": "off"})
     try:
@@ -231,15 +236,7 @@ async def explain(database_url: str, filters: SearchFilters, sort: str = "create
 
 async def explain_summary(database_url: str, filters: SearchFilters, facets: tuple[str, ...]) -> str:
     """The plan of the summary's first statement (the capped count, and the grouping when exact)."""
-    statement = summary.exact_statement(filters, request_params(filters), facets)
-    sql = str(statement.compile(dialect=pg_asyncpg.dialect(), compile_kwargs={"literal_binds": True}))
-    connection = await asyncpg.connect(database_url, server_settings={"jit": "off"})
-    try:
-        await connection.execute("SET pg_trgm.word_similarity_threshold = 0.5")
-        rows = await connection.fetch(f"EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) {sql}")
-    finally:
-        await connection.close()
-    return "\n".join(r[0] for r in rows)
+    return await explain_sql(database_url, summary.exact_statement(filters, request_params(filters), facets))
 
 
 async def run_stage(
